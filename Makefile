@@ -1,0 +1,56 @@
+# cnpg-trace-summaries. Quick start: `make run`, then `make test`.
+# Every target installs what it needs first (scripts/bootstrap.sh, then .venv).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO_TRACES ?= 5000
+PYTEST_ARGS ?=
+
+.PHONY: run stop test lint format bench deps clean help
+
+help:
+	@echo "make run    local PostgreSQL with pg_cron, migrate, load demo spans, print summaries"
+	@echo "make test   ruff, then the test suite on throwaway PostgreSQL servers"
+	@echo "make stop   stop the local PostgreSQL of 'make run'"
+	@echo "make bench  benchmark listing and refresh (see bench/README.md)"
+
+deps:
+	@bash scripts/bootstrap.sh
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	@touch $(STAMP)
+
+run: deps $(STAMP)
+	@$(BIN)/trace-summaries local start
+	@DATABASE_URL="$$($(BIN)/trace-summaries local url)" $(BIN)/alembic upgrade head
+	@DATABASE_URL="$$($(BIN)/trace-summaries local url)" $(BIN)/trace-summaries demo --traces $(DEMO_TRACES)
+	@echo
+	@echo "The local PostgreSQL keeps running (stop it with: make stop). Connect with:"
+	@echo "  psql \"$$($(BIN)/trace-summaries local url)\""
+	@echo "Or use it from alembic and the console command (they find it without DATABASE_URL):"
+	@echo "  . $(BIN)/activate && alembic current && trace-summaries list"
+
+stop: $(STAMP)
+	@$(BIN)/trace-summaries local stop
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: deps $(STAMP) lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: deps $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+clean: stop
+	rm -rf .local $(VENV)

@@ -1,0 +1,122 @@
+"""Where the database is, and how its errors and notices reach a person.
+
+Used by alembic/env.py and by the console command, so that both read
+``DATABASE_URL`` the same way and fail with the same one-line messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+from collections.abc import Iterator, Mapping
+
+from sqlalchemy import URL, Connection, exc, make_url
+
+from cnpg_trace_summaries import localdb
+
+NOTICE_LOG = logging.getLogger("cnpg_trace_summaries.notices")
+
+# Schemes people paste: Heroku-style postgres://, libpq's postgresql://, and
+# SQLAlchemy's explicit postgresql+psycopg://. All end up on psycopg 3.
+_ACCEPTED_SCHEMES = ("postgres", "postgresql", "postgresql+psycopg")
+_LOCK_TIMEOUT_RE = re.compile(r"^\d+\s*(us|ms|s|min|h|d)?$")
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message says which and what to do."""
+
+
+def normalize_url(raw: str) -> URL:
+    """Parse a libpq-style or SQLAlchemy-style URL and pin the psycopg 3 driver."""
+    value = raw.strip()
+    scheme, sep, _ = value.partition("://")
+    if not sep or scheme not in _ACCEPTED_SCHEMES:
+        raise ConfigError(
+            "DATABASE_URL must look like postgresql://USER:PASSWORD@HOST:PORT/DBNAME "
+            f"(postgres:// and postgresql+psycopg:// work too); got {_redact(value)!r}"
+        )
+    try:
+        url = make_url("postgresql+psycopg://" + value.partition("://")[2])
+        url.port  # noqa: B018  -- make_url parses the port lazily; force it now
+    except (exc.ArgumentError, ValueError) as error:
+        raise ConfigError(f"DATABASE_URL is malformed ({error}): {_redact(value)!r}") from None
+    return url
+
+
+def resolve_database_url(
+    environ: Mapping[str, str] | None = None, *, require_reachable_local: bool = True
+) -> URL:
+    """``DATABASE_URL`` when set; otherwise the local cluster of ``make run``.
+
+    With ``require_reachable_local=False`` (``alembic --sql``, which needs only
+    the dialect) a missing local cluster is not an error.
+    """
+    env = os.environ if environ is None else environ
+    raw = env.get("DATABASE_URL", "").strip()
+    if raw:
+        return normalize_url(raw)
+    local = localdb.LocalCluster.from_checkout()
+    if local.is_initialised():
+        return make_url(local.url())
+    if not require_reachable_local:
+        return make_url("postgresql+psycopg://")
+    raise ConfigError(
+        "DATABASE_URL is not set and the local cluster has not been created; "
+        "run `make run` (or `trace-summaries local start`), or set DATABASE_URL"
+    )
+
+
+def describe_database_error(error: exc.DBAPIError, safe_url: str) -> str:
+    """One line a person can act on, from a SQLAlchemy-wrapped psycopg error."""
+    orig = error.orig
+    diag = getattr(orig, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    if error.statement is None or primary is None:
+        # Failed to connect (host down, wrong password, unknown database...).
+        reason = " ".join(str(orig).split())
+        reason = reason.removeprefix("connection failed: ")
+        return f"cannot connect to {safe_url}: {reason}"
+    line = f"migration failed on {safe_url}: {primary} (SQLSTATE {orig.sqlstate})"
+    if diag.message_hint:
+        line += f"; hint: {' '.join(diag.message_hint.split())}"
+    return line
+
+
+def validate_lock_timeout(raw: str) -> str:
+    value = raw.strip()
+    if not _LOCK_TIMEOUT_RE.match(value):
+        raise SystemExit(
+            f"alembic: lock_timeout must be a number with an optional unit "
+            f"(ms, s, min), like 5s; got {raw!r}"
+        )
+    return value
+
+
+@contextlib.contextmanager
+def install_notice_logger(connection: Connection) -> Iterator[None]:
+    """Log every server NOTICE/WARNING that arrives on ``connection``.
+
+    psycopg drops notices unless a handler is registered; the migrations use
+    them to say whether pg_cron now refreshes the view or a person has to.
+    """
+    driver_connection = connection.connection.driver_connection
+
+    def handler(diagnostic) -> None:
+        level = logging.WARNING if diagnostic.severity_nonlocalized == "WARNING" else logging.INFO
+        message = diagnostic.message_primary or ""
+        if diagnostic.message_hint:
+            message += f" (hint: {diagnostic.message_hint})"
+        NOTICE_LOG.log(level, "%s: %s", diagnostic.severity_nonlocalized, message)
+
+    driver_connection.add_notice_handler(handler)
+    try:
+        yield
+    finally:
+        driver_connection.remove_notice_handler(handler)
+
+
+def _redact(value: str) -> str:
+    """Hide a password in a URL-ish string before it is echoed back."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", value)

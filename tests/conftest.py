@@ -1,0 +1,247 @@
+"""Fixtures: two throwaway PostgreSQL servers, databases in them, alembic runs.
+
+* ``cron_server``: pg_cron preloaded, ``cron.database_name`` =
+  ``trace_summaries_cron`` with the extension created (as CNPG bootstraps it),
+  background workers on.
+* ``plain_server``: no pg_cron at all.
+
+Tests that need pg_cron get a fresh *schema* in the pg_cron database
+(``cron_db``): the extension can only live in that one database, and
+dropping that database would stop pg_cron's scheduler for good. Putting the
+schema first on the search_path also proves that the job's command is
+schema-qualified, as pg_cron runs it in a fresh session.
+
+With ``TEST_DATABASE_URL`` the tests use that server instead, creating and
+dropping their own databases (and schemas in its cron.database_name); the
+tests that need a server without pg_cron are skipped, with the reason.
+Under ``CI=true`` a skipped test fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import create_engine, pool
+
+from cnpg_trace_summaries.schema import refresh_job_name
+from tests.clusters import Server, external_server, local_server
+
+ROOT = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
+# The server without pg_cron asks for a password, so bad credentials can be tested.
+PLAIN_SERVER_PASSWORD = "s3cret-for-tests"
+
+
+# -- no skips under CI ----------------------------------------------------------
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, which fails the run: {reason}"
+
+
+# -- servers -------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def cron_server() -> Iterator[Server]:
+    if TEST_DATABASE_URL:
+        server = external_server(TEST_DATABASE_URL)
+        if not server.has_pg_cron:
+            pytest.skip("the TEST_DATABASE_URL server has no pg_cron in shared_preload_libraries")
+        yield server
+        return
+    with local_server(pg_cron=True, name="cron") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def plain_server() -> Iterator[Server]:
+    if TEST_DATABASE_URL:
+        pytest.skip("TEST_DATABASE_URL is set: this test needs a server without pg_cron")
+    with local_server(pg_cron=False, name="plain", password=PLAIN_SERVER_PASSWORD) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def any_server(request) -> Server:
+    """A server for tests that do not care about pg_cron."""
+    if TEST_DATABASE_URL:
+        return external_server(TEST_DATABASE_URL)
+    return request.getfixturevalue("plain_server")
+
+
+# -- databases -----------------------------------------------------------------
+@dataclass
+class Database:
+    """One place to migrate: a database, and the schema first on its search_path."""
+
+    server: Server
+    dbname: str
+    schema: str = "public"
+    upgrade_output: subprocess.CompletedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return self.server.url(self.dbname, None if self.schema == "public" else self.schema)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+    @property
+    def job_name(self) -> str:
+        return refresh_job_name(self.dbname, self.schema)
+
+    def connect(self, **kwargs) -> psycopg.Connection:
+        return psycopg.connect(self.url, **kwargs)
+
+    def scalar(self, sql: str, params: tuple = ()):
+        with self.connect() as conn:
+            row = conn.execute(sql, params).fetchone()
+            return None if row is None else row[0]
+
+    def execute(self, sql: str, params: tuple | None = None) -> None:
+        with self.connect(autocommit=True) as conn:
+            conn.execute(sql, params)
+
+    def alembic(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run the alembic command line against this database, as a user would."""
+        return run_alembic(*args, database_url=self.url, check=check)
+
+
+def run_alembic(
+    *args: str, database_url: str | None, check: bool = True
+) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "TEST_DATABASE_URL"}}
+    if database_url is not None:
+        env["DATABASE_URL"] = database_url
+    result = subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"alembic {' '.join(args)} exited {result.returncode}:\n{result.stderr}"
+        )
+    return result
+
+
+def _schema_in_cron_database(server: Server) -> Iterator[Database]:
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    database = Database(server, server.cron_database, schema)
+    with server.connect(server.cron_database, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield database
+    finally:
+        with server.connect(server.cron_database, autocommit=True) as conn:
+            conn.execute("DELETE FROM cron.job WHERE jobname = %s", (database.job_name,))
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def cron_db(cron_server: Server) -> Iterator[Database]:
+    """A fresh schema in the database pg_cron lives in."""
+    yield from _schema_in_cron_database(cron_server)
+
+
+@pytest.fixture
+def nocron_db(plain_server: Server) -> Iterator[Database]:
+    """A fresh database on the server that has no pg_cron at all."""
+    with plain_server.fresh_database() as dbname:
+        yield Database(plain_server, dbname)
+
+
+@pytest.fixture
+def fresh_db(any_server: Server) -> Iterator[Database]:
+    """A fresh database, pg_cron or not."""
+    with any_server.fresh_database() as dbname:
+        yield Database(any_server, dbname)
+
+
+# -- data ----------------------------------------------------------------------
+LISTING_TRACES = 50_000
+
+# 50,000 traces of three spans (one root, two children) spread over the last
+# 6.9 days, five root services, every 50th trace with one error span; then
+# 1,000 traces older than the window and 100 spans with an empty trace_id,
+# which the view must leave out. Generated by the server: loading takes ~1 s.
+LISTING_DATA_SQL = f"""
+INSERT INTO otel_traces ("timestamp", trace_id, span_id, parent_span_id, name, kind,
+                         start_time_unix_nano, end_time_unix_nano, service_name,
+                         status_code, status_message)
+SELECT x.ts + s * interval '1 millisecond',
+       md5('trace' || t),
+       left(md5('span' || t || '.' || s), 16),
+       CASE WHEN s = 0 THEN NULL ELSE left(md5('span' || t || '.0'), 16) END,
+       CASE WHEN s = 0 THEN 'GET /api/' || (t % 20) ELSE 'call-' || s END,
+       CASE WHEN s = 0 THEN 2 ELSE 3 END,
+       CAST(extract(epoch FROM x.ts) * 1e9 AS bigint) + s * 1000000,
+       CAST(extract(epoch FROM x.ts) * 1e9 AS bigint) + (3 - s) * 5000000,
+       (ARRAY['my-service', 'checkout', 'cart', 'payment', 'frontend'])[1 + (t + s) % 5],
+       CASE WHEN t % 50 = 0 AND s = 2 THEN 2 WHEN s = 1 THEN 1 ELSE 0 END,
+       CASE WHEN t % 50 = 0 AND s = 2 THEN 'boom' ELSE '' END
+FROM generate_series(1, {LISTING_TRACES}) AS t
+CROSS JOIN LATERAL (
+    SELECT now() - t * interval '1 second' * (6.9 * 86400 / {LISTING_TRACES}) AS ts
+) AS x
+CROSS JOIN generate_series(0, 2) AS s;
+
+INSERT INTO otel_traces ("timestamp", trace_id, span_id, name, service_name, status_code)
+SELECT now() - interval '8 days' - t * interval '1 minute', md5('stale' || t),
+       'root', 'old', 'cart', 0
+FROM generate_series(1, 1000) AS t;
+
+INSERT INTO otel_traces ("timestamp", trace_id, span_id, name, service_name, status_code)
+SELECT now() - t * interval '1 minute', '', 'orphan' || t, 'no trace id', 'cart', 0
+FROM generate_series(1, 100) AS t;
+"""
+
+
+@pytest.fixture(scope="module")
+def listing_db(cron_server: Server) -> Iterator[Database]:
+    """A pg_cron schema holding 50,000 traces of spans, then migrated to head.
+
+    The spans are there before the migration runs, as in the spec's scenario
+    "the migration runs against a CNPG cluster with existing trace data".
+    """
+    for database in _schema_in_cron_database(cron_server):
+        database.alembic("upgrade", "00000000000001")
+        database.execute(LISTING_DATA_SQL)
+        database.execute("ANALYZE otel_traces")
+        database.upgrade_output = database.alembic("upgrade", "head")
+        yield database
+
+
+# -- pytest-alembic ------------------------------------------------------------
+@pytest.fixture
+def alembic_config():
+    return {"file": str(ROOT / "alembic.ini"), "script_location": str(ROOT / "alembic")}
+
+
+@pytest.fixture(params=["with_pg_cron", "without_pg_cron"])
+def alembic_engine(request):
+    """pytest-alembic's standard checks run on both kinds of server."""
+    if request.param == "with_pg_cron":
+        database = request.getfixturevalue("cron_db")
+    else:
+        database = request.getfixturevalue("nocron_db")
+    engine = create_engine(database.sqlalchemy_url, poolclass=pool.NullPool)
+    yield engine
+    engine.dispose()

@@ -1,0 +1,133 @@
+"""The console command, the demo data, and the local cluster behind `make run`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from cnpg_trace_summaries import demo
+from cnpg_trace_summaries.schema import STATUS_ERROR
+from tests.conftest import ROOT, Database, run_alembic
+
+
+def trace_summaries(*args: str, env_extra: dict[str, str]) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | env_extra
+    return subprocess.run(
+        [sys.executable, "-m", "cnpg_trace_summaries.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
+
+
+# -- demo data -------------------------------------------------------------------
+def test_demo_spans_look_like_a_collector_wrote_them():
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    spans = list(demo.generate_spans(2_000, seed=3, now=now))
+    traces = {span.trace_id for span in spans}
+
+    assert len(traces) == 2_000
+    assert [s.timestamp for s in spans] == sorted(s.timestamp for s in spans)
+    roots = Counter(s.trace_id for s in spans if s.parent_span_id == "")
+    assert set(roots) == traces and set(roots.values()) == {1}
+    assert len({s.service_name for s in spans}) >= 8
+    assert max(Counter(s.trace_id for s in spans).values()) >= 10  # nested call trees
+    failing = {s.trace_id for s in spans if s.status_code == STATUS_ERROR}
+    assert 0.01 < len(failing) / len(traces) < 0.06
+    assert all(s.end_time_unix_nano >= s.start_time_unix_nano for s in spans)
+    stale = {s.trace_id for s in spans if s.timestamp < now - timedelta(days=7)}
+    assert 0 < len(stale) < 0.05 * len(traces)
+
+
+def test_demo_is_reproducible_with_a_seed():
+    first = [s.span_id for s in demo.generate_spans(50, seed=11)]
+    assert first == [s.span_id for s in demo.generate_spans(50, seed=11)]
+
+
+# -- console command ---------------------------------------------------------------
+def test_demo_command_loads_refreshes_and_prints_the_newest_ten(cron_db: Database):
+    cron_db.alembic("upgrade", "head")
+    result = trace_summaries(
+        "demo", "--traces", "300", "--seed", "5", env_extra={"DATABASE_URL": cron_db.url}
+    )
+    assert result.returncode == 0, result.stderr
+    assert "loading [" in result.stderr  # progress is shown
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("newest 10 of ")
+    header = next(i for i, line in enumerate(lines) if line.startswith("last span"))
+    assert len([line for line in lines[header + 2 :] if line.strip()][:10]) == 10
+    assert f"'{cron_db.job_name}': */2 * * * *" in result.stdout
+
+    listed = trace_summaries(
+        "list", "--limit", "3", "--json", env_extra={"DATABASE_URL": cron_db.url}
+    )
+    payload = json.loads(listed.stdout)
+    assert len(payload["newest"]) == 3
+    assert payload["refresh_job"]["schedule"] == "*/2 * * * *"
+    assert payload["traces_in_view"] == cron_db.scalar("SELECT count(*) FROM otel_trace_summaries")
+
+
+def test_commands_before_the_migration_say_to_upgrade_first(nocron_db: Database):
+    result = trace_summaries("list", env_extra={"DATABASE_URL": nocron_db.url})
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "trace-summaries: otel_trace_summaries does not exist in this database; "
+        "run `alembic upgrade head` first"
+    )
+
+
+def test_refresh_command_refreshes_concurrently(nocron_db: Database):
+    nocron_db.alembic("upgrade", "head")
+    nocron_db.execute(
+        "INSERT INTO otel_traces (timestamp, trace_id, span_id) VALUES (now(), 'a', 'b')"
+    )
+    result = trace_summaries("refresh", env_extra={"DATABASE_URL": nocron_db.url})
+    assert result.returncode == 0, result.stderr
+    assert "refreshed otel_trace_summaries concurrently" in result.stdout
+    assert nocron_db.scalar("SELECT count(*) FROM otel_trace_summaries") == 1
+
+
+# -- the local cluster of `make run` ----------------------------------------------
+@pytest.fixture
+def local_dir(tmp_path: Path):
+    """A state directory the postgres user cannot reach (pytest's tmp is private)."""
+    yield tmp_path
+    state = tmp_path / "cluster.json"
+    if state.exists():
+        env = {"TRACE_SUMMARIES_LOCAL_DIR": str(tmp_path)}
+        trace_summaries("local", "stop", env_extra=env)
+        shutil.rmtree(json.loads(state.read_text())["cluster_dir"], ignore_errors=True)
+
+
+def test_local_cluster_starts_migrates_loads_demo_and_stops(local_dir: Path):
+    env = {"TRACE_SUMMARIES_LOCAL_DIR": str(local_dir)}
+    started = trace_summaries("local", "start", env_extra=env)
+    assert started.returncode == 0, started.stderr
+    assert "local PostgreSQL is running: postgresql://postgres:" in started.stdout
+    again = trace_summaries("local", "start", env_extra=env)  # reused, not re-created
+    assert again.stdout == started.stdout
+
+    url = trace_summaries("local", "url", env_extra=env).stdout.strip()
+    migrated = run_alembic("upgrade", "head", database_url=url)
+    assert "created extension pg_cron in database app" in migrated.stderr
+    assert 'pg_cron job "otel_trace_summaries:app.public" scheduled' in migrated.stderr
+
+    shown = trace_summaries("demo", "--traces", "100", env_extra={"DATABASE_URL": url})
+    assert shown.returncode == 0, shown.stderr
+    assert "pg_cron job" in shown.stdout
+
+    stopped = trace_summaries("local", "stop", env_extra=env)
+    assert stopped.stdout.strip() == "local PostgreSQL stopped"
+    status = trace_summaries("local", "status", env_extra=env)
+    assert status.returncode == 3
