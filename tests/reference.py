@@ -37,10 +37,32 @@ def is_root(span: Span) -> bool:
     return span.parent_span_id is None or span.parent_span_id == ""
 
 
+def nulls_last(value: object) -> tuple[bool, bytes]:
+    return (value is None, b"" if value is None else byte_order(str(value)))
+
+
 def root_order(span: Span) -> tuple:
-    """Earliest start first, unknown starts last, then the smallest span_id."""
+    """Earliest start first, unknown starts last, then the smallest span_id.
+
+    Copies of one root span (same start and span_id) are told apart by their
+    other root columns, compared as text in byte order with NULL last.
+    """
     start = span.start_time_unix_nano
-    return (start is None, start if start is not None else 0, byte_order(span.span_id))
+    return (
+        start is None,
+        start if start is not None else 0,
+        byte_order(span.span_id),
+        *(
+            nulls_last(value)
+            for value in (
+                span.name,
+                span.service_name,
+                span.kind,
+                span.status_code,
+                span.status_message,
+            )
+        ),
+    )
 
 
 def summarize(spans: list[Span], now: datetime) -> dict[str, dict]:

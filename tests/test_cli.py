@@ -62,7 +62,7 @@ def test_demo_command_loads_refreshes_and_prints_the_newest_ten(cron_db: Databas
         "demo", "--traces", "300", "--seed", "5", env_extra={"DATABASE_URL": cron_db.url}
     )
     assert result.returncode == 0, result.stderr
-    assert "loading [" in result.stderr  # progress is shown
+    assert "loading spans " in result.stderr  # progress is shown
     lines = result.stdout.splitlines()
     assert lines[0].startswith("newest 10 of ")
     header = next(i for i, line in enumerate(lines) if line.startswith("last span"))

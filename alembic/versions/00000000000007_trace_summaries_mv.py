@@ -22,7 +22,8 @@ Semantics of a row (the contract; README "Semantics" links the tests)
     ``timestamp`` is the trace's latest span timestamp. The six root columns
     come from ONE root span (parent_span_id NULL or ''; several roots: the
     earliest start_time_unix_nano, unknown starts last, then the smallest
-    span_id in byte order); no root: all NULL. Start/end are min/max over the
+    span_id in byte order, then - between copies of one span - the smallest
+    of the other root columns); no root: all NULL. Start/end are min/max over the
     spans; ``duration_ms = (end - start) / 1e6``, never negative, NULL when
     either is unknown. ``service_set``: distinct non-NULL service names, byte
     order, ``'{}'`` when none. ``error_count`` counts status_code = 2
@@ -64,32 +65,38 @@ END
 $guard$
 """
 
-# Two passes over the window: one aggregate per trace, and one root span per
-# trace picked by DISTINCT ON, so that every root column comes from the same
-# span. COLLATE "C" makes "smallest span_id" and the order of service_set
-# byte order, whatever the database's collation.
+# One pass over the window, one GROUP BY trace_id (see bench/results: it is
+# what a refresh spends its time on, and one pass beats a second scan for the
+# roots). The root span is picked with min() over an array per root span,
+# compared element by element in "C" (byte) order:
+#   [1] start_time_unix_nano as 16 hex digits, order-preserving for every bigint
+#       (sign bit flipped), or 'z' when unknown, so that unknown starts lose;
+#   [2] span_id; then the root's other columns, which only break ties between
+#       copies of one root span (same start and span_id).
+# Every root column is then read from that one array, so they all come from
+# the same span. COLLATE "C" also sorts service_set in byte order.
 CREATE_VIEW = """
 CREATE MATERIALIZED VIEW otel_trace_summaries AS
 SELECT
-    agg.trace_id,
-    agg.last_span_at AS "timestamp",
-    root.span_id AS root_span_id,
-    root.name AS root_span_name,
-    root.service_name AS root_service_name,
-    root.kind AS root_span_kind,
-    agg.start_time_unix_nano,
-    agg.end_time_unix_nano,
+    trace_id,
+    last_span_at AS "timestamp",
+    root[2] AS root_span_id,
+    root[3] AS root_span_name,
+    root[4] AS root_service_name,
+    CAST(root[5] AS integer) AS root_span_kind,
+    start_time_unix_nano,
+    end_time_unix_nano,
     CASE
-        WHEN agg.start_time_unix_nano IS NULL OR agg.end_time_unix_nano IS NULL THEN NULL
+        WHEN start_time_unix_nano IS NULL OR end_time_unix_nano IS NULL THEN NULL
         ELSE CAST(
-            greatest(CAST(agg.end_time_unix_nano AS numeric) - agg.start_time_unix_nano, 0)
+            greatest(CAST(end_time_unix_nano AS numeric) - start_time_unix_nano, 0)
             / 1000000 AS double precision)
     END AS duration_ms,
-    root.status_code,
-    root.status_message,
-    agg.service_set,
-    agg.span_count,
-    agg.error_count
+    CAST(root[6] AS integer) AS status_code,
+    root[7] AS status_message,
+    service_set,
+    span_count,
+    error_count
 FROM (
     SELECT
         trace_id,
@@ -100,19 +107,17 @@ FROM (
             array_agg(DISTINCT service_name COLLATE "C") FILTER (WHERE service_name IS NOT NULL),
             CAST('{}' AS text[])) AS service_set,
         count(*) AS span_count,
-        count(*) FILTER (WHERE status_code = 2) AS error_count
+        count(*) FILTER (WHERE status_code = 2) AS error_count,
+        min(ARRAY[
+                CASE WHEN start_time_unix_nano IS NULL THEN 'z'
+                     ELSE lpad(to_hex(start_time_unix_nano # CAST(x'8000000000000000' AS bigint)), 16, '0')
+                END,
+                span_id, name, service_name, CAST(kind AS text), CAST(status_code AS text), status_message
+            ] COLLATE "C") FILTER (WHERE parent_span_id IS NULL OR parent_span_id = '') AS root
     FROM otel_traces
     WHERE "timestamp" > now() - interval '7 days' AND trace_id <> ''
     GROUP BY trace_id
-) AS agg
-LEFT JOIN (
-    SELECT DISTINCT ON (trace_id)
-        trace_id, span_id, name, service_name, kind, status_code, status_message
-    FROM otel_traces
-    WHERE "timestamp" > now() - interval '7 days' AND trace_id <> ''
-      AND (parent_span_id IS NULL OR parent_span_id = '')
-    ORDER BY trace_id, start_time_unix_nano ASC NULLS LAST, span_id COLLATE "C"
-) AS root ON root.trace_id = agg.trace_id
+) AS per_trace
 WITH DATA
 """
 

@@ -16,7 +16,6 @@ import json
 import logging
 import random
 import sys
-import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -27,6 +26,7 @@ from sqlalchemy.engine import URL
 from cnpg_trace_summaries import demo, summaries
 from cnpg_trace_summaries.database import ConfigError, resolve_database_url
 from cnpg_trace_summaries.localdb import LocalCluster, LocalClusterError
+from cnpg_trace_summaries.progress import progress_bar
 
 PROG = "trace-summaries"
 
@@ -68,24 +68,6 @@ def cmd_local(args: argparse.Namespace) -> int:
 
 
 # -- demo ---------------------------------------------------------------------
-def progress_bar(label: str):
-    started = time.monotonic()
-
-    def report(done: int, total: int | None) -> None:
-        if total:
-            filled = int(30 * done / total)
-            bar = "#" * filled + "-" * (30 - filled)
-            line = f"\r{label} [{bar}] {done:,}/{total:,} spans"
-        else:
-            line = f"\r{label} {done:,} spans"
-        sys.stderr.write(f"{line} ({time.monotonic() - started:.1f}s)")
-        if total and done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    return report
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.traces < 1:
         raise CommandError("--traces must be at least 1")
@@ -96,7 +78,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     spans = list(demo.generate_spans(args.traces, seed=seed))
     with connect() as conn:
         require_view(conn)
-        demo.load_spans(conn, iter(spans), total=len(spans), progress=progress_bar("loading"))
+        demo.load_spans(conn, iter(spans), total=len(spans), progress=progress_bar("loading spans"))
         conn.commit()
         seconds = summaries.refresh(conn)
         sys.stderr.write(f"refreshed otel_trace_summaries concurrently in {seconds:.2f}s\n\n")
