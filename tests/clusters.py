@@ -11,14 +11,16 @@ in a directory that user owns.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -28,18 +30,15 @@ from psycopg import sql
 from pytest_postgresql.executors import PostgreSQLExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
 
-from cnpg_trace_summaries.localdb import SERVER_SYSTEM_USER, chown_to_server_user, server_bindir
+from cnpg_trace_summaries.localdb import (
+    SERVER_SYSTEM_USER,
+    as_server_user,
+    chown_to_server_user,
+    server_bindir,
+)
 
 CRON_DATABASE = "trace_summaries_cron"
 SUPERUSER = "postgres"
-
-PG_CRON_SETTINGS = {
-    "shared_preload_libraries": "pg_cron",
-    "cron.database_name": CRON_DATABASE,
-    "cron.use_background_workers": "on",
-    "cron.timezone": "UTC",
-    "max_worker_processes": "32",
-}
 
 
 @dataclass
@@ -53,6 +52,7 @@ class Server:
     has_pg_cron: bool = False
     cron_database: str | None = None
     executor: PostgreSQLExecutor | None = field(default=None, repr=False)
+    datadir: Path | None = None
 
     def url(self, dbname: str, schema: str | None = None) -> str:
         """A libpq URL; ``schema`` is put first on the search_path of every session."""
@@ -98,17 +98,33 @@ def _pg_ctl_for_this_user(workdir: Path) -> str:
 
 
 @contextmanager
-def local_server(*, pg_cron: bool, name: str, password: str | None = None) -> Iterator[Server]:
+def local_server(
+    name: str,
+    *,
+    pg_cron_database: str | None = None,
+    create_extension: bool = True,
+    background_workers: bool = True,
+    password: str | None = None,
+) -> Iterator[Server]:
     """Start a throwaway cluster on 127.0.0.1; remove it afterwards.
 
-    Without ``password`` every connection is trusted; with it, TCP connections
-    must give it (scram-sha-256, as on CNPG), so wrong credentials can be tested.
+    ``pg_cron_database``: preload pg_cron with that ``cron.database_name`` (the
+    database is created, and the extension in it unless ``create_extension``
+    is false). Without ``password`` every connection is trusted; with it the
+    cluster authenticates like CNPG (local peer, host scram-sha-256), so wrong
+    credentials, and pg_cron jobs that connect over libpq, can be tested.
     """
     workdir = Path(tempfile.mkdtemp(prefix=f"trace-summaries-{name}-"))
     chown_to_server_user(workdir)
-    options = ["-c max_connections=200", "-c fsync=off", "-c synchronous_commit=off"]
-    if pg_cron:
-        options += [f"-c {key}={value}" for key, value in PG_CRON_SETTINGS.items()]
+    settings = {"max_connections": "200", "fsync": "off", "synchronous_commit": "off"}
+    if pg_cron_database:
+        settings |= {
+            "shared_preload_libraries": "pg_cron",
+            "cron.database_name": pg_cron_database,
+            "cron.use_background_workers": "on" if background_workers else "off",
+            "cron.timezone": "UTC",
+            "max_worker_processes": "32",
+        }
     port = port_for.select_random()
     executor = PostgreSQLExecutor(
         executable=_pg_ctl_for_this_user(workdir),
@@ -120,33 +136,37 @@ def local_server(*, pg_cron: bool, name: str, password: str | None = None) -> It
         startparams="-w",
         dbname="postgres",
         user=SUPERUSER,
-        postgres_options=" ".join(options),
+        postgres_options=" ".join(f"-c {key}={value}" for key, value in settings.items()),
     )
     executor.start()
-    if password:
-        _require_password(executor, password)
     server = Server(
         host="127.0.0.1",
         port=port,
-        password=password,
-        has_pg_cron=pg_cron,
-        cron_database=CRON_DATABASE if pg_cron else None,
+        has_pg_cron=pg_cron_database is not None,
+        cron_database=pg_cron_database,
         executor=executor,
+        datadir=Path(executor.datadir),
     )
     try:
-        if pg_cron:
+        if password:
+            _authenticate_like_cnpg(executor, password)
+            server.password = password
+        if pg_cron_database:
             # As CNPG's bootstrap does: the database pg_cron lives in, with the extension.
-            server.janitor(CRON_DATABASE).init()
-            with server.connect(CRON_DATABASE, autocommit=True) as conn:
-                conn.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
+            if pg_cron_database != "postgres":
+                server.janitor(pg_cron_database).init()
+            if create_extension:
+                with server.connect(pg_cron_database, autocommit=True) as conn:
+                    conn.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
         yield server
     finally:
-        executor.stop()
+        with contextlib.suppress(subprocess.CalledProcessError):  # a test may have stopped it
+            executor.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _require_password(executor: PostgreSQLExecutor, password: str) -> None:
-    """Give the superuser a password and make TCP connections use SCRAM."""
+def _authenticate_like_cnpg(executor: PostgreSQLExecutor, password: str) -> None:
+    """Give the superuser a password; pg_hba as CNPG writes it (peer, scram-sha-256)."""
     with psycopg.connect(
         host=executor.host, port=executor.port, user=SUPERUSER, dbname="postgres", autocommit=True
     ) as conn:
@@ -157,7 +177,11 @@ def _require_password(executor: PostgreSQLExecutor, password: str) -> None:
             )
         )
         hba = Path(executor.datadir) / "pg_hba.conf"
-        hba.write_text("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n")
+        hba.write_text(
+            "local all all peer\n"
+            "host all all 127.0.0.1/32 scram-sha-256\n"
+            "host all all ::1/128 scram-sha-256\n"
+        )
         conn.execute("SELECT pg_reload_conf()")
 
 
@@ -180,3 +204,72 @@ def external_server(url: str) -> Server:
         with psycopg.connect(server.url(cron_db), autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
     return server
+
+
+@contextmanager
+def streaming_standby(primary: Server, name: str = "standby") -> Iterator[Server]:
+    """A hot standby of ``primary`` (pg_basebackup -R), with the same settings."""
+    assert primary.executor is not None, "a standby needs a local primary"
+    workdir = Path(tempfile.mkdtemp(prefix=f"trace-summaries-{name}-"))
+    chown_to_server_user(workdir)
+    bindir = server_bindir()
+    datadir = workdir / "data"
+    port = port_for.select_random()
+    subprocess.run(
+        as_server_user(
+            [
+                str(bindir / "pg_basebackup"),
+                "-h",
+                primary.host,
+                "-p",
+                str(primary.port),
+                "-U",
+                primary.user,
+                "-D",
+                str(datadir),
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+        cwd="/",
+    )
+    options = primary.executor.postgres_options + " -c hot_standby_feedback=on"
+    pg_ctl = as_server_user([str(bindir / "pg_ctl"), "-D", str(datadir)])
+    subprocess.run(
+        [
+            *pg_ctl,
+            "-l",
+            str(workdir / "postgresql.log"),
+            "-w",
+            "start",
+            "-o",
+            f"-p {port} -c unix_socket_directories='{workdir}' {options}",
+        ],
+        check=True,
+        capture_output=True,
+        cwd="/",
+    )
+    standby = replace(primary, port=port, executor=None)
+    standby.datadir = datadir
+    try:
+        yield standby
+    finally:
+        subprocess.run(
+            [*pg_ctl, "-m", "immediate", "stop"], capture_output=True, cwd="/", check=False
+        )
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def pg_ctl(server_datadir: Path, *args: str) -> None:
+    """Run pg_ctl on a data directory (as the server user when root)."""
+    subprocess.run(
+        as_server_user([str(server_bindir() / "pg_ctl"), "-D", str(server_datadir), *args]),
+        check=True,
+        capture_output=True,
+        cwd="/",
+    )

@@ -22,17 +22,20 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 from sqlalchemy import create_engine, pool
 
 from cnpg_trace_summaries.schema import refresh_job_name
-from tests.clusters import Server, external_server, local_server
+from tests.clusters import CRON_DATABASE, Server, external_server, local_server
 
 ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -52,6 +55,17 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped under CI=true, which fails the run: {reason}"
 
 
+@pytest.fixture
+def report(request):
+    """Write a measured figure to the test run's output (shown even when captured)."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+
+    def write(line: str) -> None:
+        reporter.write_line(f"[{request.node.name}] {line}")
+
+    return write
+
+
 # -- servers -------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def cron_server() -> Iterator[Server]:
@@ -61,7 +75,7 @@ def cron_server() -> Iterator[Server]:
             pytest.skip("the TEST_DATABASE_URL server has no pg_cron in shared_preload_libraries")
         yield server
         return
-    with local_server(pg_cron=True, name="cron") as server:
+    with local_server("cron", pg_cron_database=CRON_DATABASE) as server:
         yield server
 
 
@@ -69,7 +83,7 @@ def cron_server() -> Iterator[Server]:
 def plain_server() -> Iterator[Server]:
     if TEST_DATABASE_URL:
         pytest.skip("TEST_DATABASE_URL is set: this test needs a server without pg_cron")
-    with local_server(pg_cron=False, name="plain", password=PLAIN_SERVER_PASSWORD) as server:
+    with local_server("plain", password=PLAIN_SERVER_PASSWORD) as server:
         yield server
 
 
@@ -142,7 +156,9 @@ def run_alembic(
     return result
 
 
-def _schema_in_cron_database(server: Server) -> Iterator[Database]:
+@contextmanager
+def schema_in_cron_database(server: Server) -> Iterator[Database]:
+    """A fresh schema in the database pg_cron lives in, dropped with its job afterwards."""
     schema = f"t_{uuid.uuid4().hex[:10]}"
     database = Database(server, server.cron_database, schema)
     with server.connect(server.cron_database, autocommit=True) as conn:
@@ -158,7 +174,8 @@ def _schema_in_cron_database(server: Server) -> Iterator[Database]:
 @pytest.fixture
 def cron_db(cron_server: Server) -> Iterator[Database]:
     """A fresh schema in the database pg_cron lives in."""
-    yield from _schema_in_cron_database(cron_server)
+    with schema_in_cron_database(cron_server) as database:
+        yield database
 
 
 @pytest.fixture
@@ -173,6 +190,99 @@ def fresh_db(any_server: Server) -> Iterator[Database]:
     """A fresh database, pg_cron or not."""
     with any_server.fresh_database() as dbname:
         yield Database(any_server, dbname)
+
+
+# -- pg_cron runs ----------------------------------------------------------------
+TICK_TIMEOUT_SECONDS = 200
+
+
+def first_run_after(connect, jobid: int, after) -> dict:
+    """The first finished cron.job_run_details row of ``jobid`` that started after ``after``.
+
+    ``connect`` opens a connection to the database pg_cron lives in. Waits for
+    pg_cron's next tick: at most about two minutes for a */2 schedule.
+    """
+    deadline = time.monotonic() + TICK_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        with connect() as conn:
+            row = conn.execute(
+                # A run that could not connect has no start_time.
+                "SELECT status, return_message, start_time, end_time FROM cron.job_run_details "
+                "WHERE jobid = %s AND (start_time > %s OR start_time IS NULL) "
+                "AND status IN ('succeeded', 'failed') ORDER BY runid LIMIT 1",
+                (jobid, after),
+            ).fetchone()
+        if row:
+            return dict(
+                zip(("status", "return_message", "start_time", "end_time"), row, strict=True)
+            )
+        time.sleep(2)
+    raise AssertionError(f"pg_cron did not run job {jobid} within {TICK_TIMEOUT_SECONDS}s")
+
+
+# -- roles ---------------------------------------------------------------------
+ROLE_PASSWORD = "app-password"
+
+
+@contextmanager
+def login_role(server: Server, prefix: str = "app") -> Iterator[Server]:
+    """A new NOSUPERUSER login role; yields the server as seen by that role."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with server.connect(autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(
+                sql.Identifier(name), sql.Literal(ROLE_PASSWORD)
+            )
+        )
+    try:
+        yield replace(server, user=name, password=ROLE_PASSWORD, executor=None)
+    finally:
+        databases = [server.cron_database] if server.cron_database else []
+        for dbname in [*databases, "postgres"]:
+            with server.connect(dbname, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(sql.Identifier(name)))
+        with server.connect(autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def app_db(any_server: Server) -> Iterator[Database]:
+    """A database owned by a non-superuser role, reached as that role (CNPG's `app`)."""
+    with login_role(any_server) as app:
+        dbname = f"app_{uuid.uuid4().hex[:8]}"
+        with any_server.connect(autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(dbname), sql.Identifier(app.user)
+                )
+            )
+        try:
+            yield Database(app, dbname)
+        finally:
+            with any_server.connect(autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(dbname))
+                )
+
+
+@pytest.fixture
+def app_cron_db(cron_server: Server) -> Iterator[Database]:
+    """A schema owned by a non-superuser role in the pg_cron database, reached as that role."""
+    with login_role(cron_server) as app:
+        schema = f"t_{uuid.uuid4().hex[:10]}"
+        with cron_server.connect(cron_server.cron_database, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(
+                    sql.Identifier(schema), sql.Identifier(app.user)
+                )
+            )
+        database = Database(app, cron_server.cron_database, schema)
+        try:
+            yield database
+        finally:
+            with cron_server.connect(cron_server.cron_database, autocommit=True) as conn:
+                conn.execute("DELETE FROM cron.job WHERE jobname = %s", (database.job_name,))
+                conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 # -- data ----------------------------------------------------------------------
@@ -221,7 +331,7 @@ def listing_db(cron_server: Server) -> Iterator[Database]:
     The spans are there before the migration runs, as in the spec's scenario
     "the migration runs against a CNPG cluster with existing trace data".
     """
-    for database in _schema_in_cron_database(cron_server):
+    with schema_in_cron_database(cron_server) as database:
         database.alembic("upgrade", "00000000000001")
         database.execute(LISTING_DATA_SQL)
         database.execute("ANALYZE otel_traces")

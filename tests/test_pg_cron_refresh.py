@@ -6,32 +6,9 @@ minutes), so it is marked slow; it still runs in CI.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from tests.conftest import Database
-
-TICK_TIMEOUT_SECONDS = 200
-
-
-def wait_for_successful_run(database: Database, jobid: int, after) -> dict:
-    """The first cron.job_run_details row of ``jobid`` that started after ``after``."""
-    deadline = time.monotonic() + TICK_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        with database.connect() as conn:
-            row = conn.execute(
-                "SELECT status, return_message, start_time, end_time FROM cron.job_run_details "
-                "WHERE jobid = %s AND start_time > %s AND status IN ('succeeded', 'failed') "
-                "ORDER BY start_time LIMIT 1",
-                (jobid, after),
-            ).fetchone()
-        if row:
-            return dict(
-                zip(("status", "return_message", "start_time", "end_time"), row, strict=True)
-            )
-        time.sleep(2)
-    raise AssertionError(f"pg_cron did not run job {jobid} within {TICK_TIMEOUT_SECONDS}s")
+from tests.conftest import Database, first_run_after
 
 
 @pytest.mark.slow
@@ -45,7 +22,7 @@ def test_pg_cron_runs_the_refresh_job_and_new_spans_appear_in_the_view(cron_db: 
         "INSERT INTO otel_traces (timestamp, trace_id, span_id, name, service_name, status_code) "
         "VALUES (now(), 'late-trace', 'root', 'GET /late', 'frontend', 2) RETURNING now()"
     )
-    run = wait_for_successful_run(cron_db, jobid, inserted_at)
+    run = first_run_after(cron_db.connect, jobid, inserted_at)
 
     assert run["status"] == "succeeded", run["return_message"]
     assert run["return_message"] == "REFRESH MATERIALIZED VIEW"

@@ -15,6 +15,8 @@ What it does
       ``cron.schedule`` upserts by job name, so upgrading twice keeps one job.
     * Without pg_cron the view and indexes are still created, no job, and a
       NOTICE says that automatic refresh is off and which command refreshes.
+    * With ``-x reader_role=NAME`` (or TRACE_SUMMARIES_READER_ROLE) grants
+      SELECT on the view to that existing role, for the dashboard's login.
 
 Semantics of a row (the contract; README "Semantics" links the tests)
     One row per trace_id that is neither NULL nor '', over spans with
@@ -36,9 +38,16 @@ Why the decisions are DO blocks
     unless the extension exists.
 """
 
+import logging
+import os
 from collections.abc import Sequence
 
-from alembic import op
+import sqlalchemy as sa
+
+from alembic import context, op
+
+# Logged like the server's NOTICEs (see env.py), so the person upgrading sees them.
+NOTICES = logging.getLogger("cnpg_trace_summaries.notices")
 
 revision: str = "00000000000007"
 down_revision: str | Sequence[str] | None = "00000000000001"
@@ -151,14 +160,21 @@ DO $schedule$
 DECLARE
     job_name constant text := left(format('otel_trace_summaries:%s.%s', current_database(), current_schema()), 63);
     refresh constant text := format('REFRESH MATERIALIZED VIEW CONCURRENTLY %I.otel_trace_summaries', current_schema());
+    schedule_there constant text := format('SELECT cron.schedule_in_database(%L, %L, %L, %L)',
+        job_name, '*/2 * * * *', refresh, current_database());
     manual constant text := 'automatic refresh of otel_trace_summaries is OFF and manual refresh is required: '
         'run "' || refresh || '" every 2 minutes (or "trace-summaries refresh --every 120")';
+    -- pg_settings hides pg_cron's settings from roles that may not read them: NULL then.
+    cron_database constant text := (SELECT setting FROM pg_settings WHERE name = 'cron.database_name');
+    background_workers constant text := (SELECT setting FROM pg_settings WHERE name = 'cron.use_background_workers');
+    cron_host constant text := (SELECT setting FROM pg_settings WHERE name = 'cron.host');
+    has_extension boolean := EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron');
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron')
-       AND current_setting('cron.database_name', true) = current_database()
+    IF NOT has_extension AND cron_database = current_database()
        AND EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pg_cron') THEN
         BEGIN
             CREATE EXTENSION IF NOT EXISTS pg_cron;
+            has_extension := true;
             RAISE NOTICE 'created extension pg_cron in database %', current_database();
         EXCEPTION WHEN insufficient_privilege THEN
             RAISE NOTICE 'pg_cron is preloaded but % may not create it (%): ask an administrator to run '
@@ -168,22 +184,40 @@ BEGIN
         END;
     END IF;
 
-    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+    IF NOT has_extension AND cron_database <> current_database() THEN
+        RAISE NOTICE 'pg_cron lives in database %, not in %: an online upgrade schedules the job there next; '
+            'a script (--sql) needs this run in database %: %',
+            cron_database, current_database(), cron_database, schedule_there;
+        RETURN;
+    END IF;
+
+    IF NOT has_extension AND cron_database IS NULL
+       AND NOT pg_has_role(current_user, 'pg_read_all_settings', 'USAGE') THEN
+        RAISE NOTICE 'pg_cron is not installed in database % as far as % can tell (pg_cron''s settings are '
+            'hidden from it: GRANT pg_read_all_settings TO % lets the migration tell): %. If the server '
+            'preloads pg_cron, an administrator can run "CREATE EXTENSION pg_cron" here when this is its '
+            'cron.database_name, or else run in that database: %',
+            current_database(), current_user, quote_ident(current_user), manual, schedule_there;
+        RETURN;
+    END IF;
+
+    IF NOT has_extension THEN
         RAISE NOTICE 'pg_cron is not installed in database %: %', current_database(), manual;
         RETURN;
     END IF;
 
     PERFORM cron.schedule(job_name, '*/2 * * * *', refresh);
     RAISE NOTICE 'pg_cron job "%" scheduled: % every 2 minutes (*/2 * * * *)', job_name, refresh;
-    IF current_setting('cron.use_background_workers', true) IS DISTINCT FROM 'on' THEN
+    IF background_workers = 'off' THEN
         RAISE NOTICE 'cron.use_background_workers is off: pg_cron jobs connect over libpq to cron.host (%) '
-            'as %, which needs a matching pg_hba.conf rule or a password file for the server user',
-            coalesce(current_setting('cron.host', true), 'localhost'), current_user;
+            'as %, which needs a matching pg_hba.conf rule or a password file for the server user; '
+            'with cron.use_background_workers = on they need neither',
+            coalesce(cron_host, 'localhost'), current_user;
     END IF;
 EXCEPTION WHEN insufficient_privilege THEN
     RAISE NOTICE 'pg_cron is installed but % may not schedule jobs (%): ask an administrator to run '
-        '"GRANT USAGE ON SCHEMA cron TO %I", then upgrade again; %',
-        current_user, SQLERRM, current_user, manual;
+        '"GRANT USAGE ON SCHEMA cron TO %", then upgrade again; %',
+        current_user, SQLERRM, quote_ident(current_user), manual;
 END
 $schedule$
 """
@@ -205,12 +239,120 @@ BEGIN
     END LOOP;
 EXCEPTION WHEN insufficient_privilege THEN
     RAISE NOTICE 'could not unschedule pg_cron job "%" (%): ask an administrator to run '
-        '"SELECT cron.unschedule(%L)"', job_name, SQLERRM, job_name;
+        '"SELECT cron.unschedule(%)"', job_name, SQLERRM, quote_literal(job_name);
 END
 $unschedule$
 """
 
 DROP_VIEW = "DROP MATERIALIZED VIEW IF EXISTS otel_trace_summaries"
+
+# Where pg_cron lives in another database (CNPG's default cron.database_name
+# is postgres): what this database is called there, and the job it needs.
+LOCATE_PG_CRON = """
+SELECT (SELECT setting FROM pg_settings WHERE name = 'cron.database_name') AS cron_database,
+       current_database() AS database,
+       left(format('otel_trace_summaries:%s.%s', current_database(), current_schema()), 63) AS job_name,
+       format('REFRESH MATERIALIZED VIEW CONCURRENTLY %I.otel_trace_summaries', current_schema()) AS command,
+       EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') AS local_extension,
+       current_user AS role
+"""
+
+SCHEDULE_IN_DATABASE = (
+    "SELECT cron.schedule_in_database(:job_name, '*/2 * * * *', :command, :database)"
+)
+
+UNSCHEDULE_IN_DATABASE = (
+    "SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = :job_name AND database = :database"
+)
+
+GRANTS_FOR_SCHEDULE_IN_DATABASE = (
+    "GRANT USAGE ON SCHEMA cron TO {role}; "
+    "GRANT EXECUTE ON FUNCTION cron.schedule_in_database(text, text, text, text, text, boolean) TO {role}"
+)
+
+# {role} is an identifier quoted by the dialect, never pasted as it was given.
+GRANT_READER = "GRANT SELECT ON otel_trace_summaries TO {role}"
+
+
+def reader_role() -> str | None:
+    """``-x reader_role=NAME``, else TRACE_SUMMARIES_READER_ROLE, else none."""
+    role = context.get_x_argument(as_dictionary=True).get("reader_role")
+    role = role if role is not None else os.environ.get("TRACE_SUMMARIES_READER_ROLE")
+    return role or None
+
+
+def pg_cron_elsewhere() -> dict | None:
+    """Where pg_cron lives in another database of this server, what to schedule there."""
+    if context.is_offline_mode():
+        return None  # the DO block's NOTICE gave the statement to run there
+    found = op.get_bind().execute(sa.text(LOCATE_PG_CRON)).mappings().one()
+    if found["local_extension"] or not found["cron_database"]:
+        return None
+    if found["cron_database"] == found["database"]:
+        return None
+    return dict(found)
+
+
+def in_cron_database(found: dict, statement: str) -> None:
+    """Run ``statement`` in the database pg_cron lives in, with the same credentials."""
+    url = op.get_bind().engine.url.set(database=found["cron_database"])
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text(statement), found)
+    finally:
+        engine.dispose()
+
+
+def schedule_where_pg_cron_lives() -> None:
+    found = pg_cron_elsewhere()
+    if found is None:
+        return
+    try:
+        in_cron_database(found, SCHEDULE_IN_DATABASE)
+    except sa.exc.DBAPIError as error:
+        quoted = op.get_context().dialect.identifier_preparer.quote(found["role"])
+        NOTICES.warning(
+            "NOTICE: could not schedule the refresh in database %s, where pg_cron lives (%s). "
+            "Ask an administrator to run there: %s; or to grant what it takes: %s. "
+            "Until then manual refresh is required: %s",
+            found["cron_database"],
+            " ".join(str(error.orig).split()),
+            f"SELECT cron.schedule_in_database('{found['job_name']}', '*/2 * * * *', "
+            f"'{found['command']}', '{found['database']}')",
+            GRANTS_FOR_SCHEDULE_IN_DATABASE.format(role=quoted),
+            found["command"],
+        )
+        return
+    NOTICES.info(
+        'NOTICE: pg_cron job "%s" scheduled in database %s: %s every 2 minutes (*/2 * * * *)',
+        found["job_name"],
+        found["cron_database"],
+        found["command"],
+    )
+
+
+def unschedule_where_pg_cron_lives() -> None:
+    found = pg_cron_elsewhere()
+    if found is None:
+        return
+    try:
+        in_cron_database(found, UNSCHEDULE_IN_DATABASE)
+    except sa.exc.DBAPIError as error:
+        NOTICES.warning(
+            'NOTICE: could not unschedule pg_cron job "%s" in database %s (%s): ask an '
+            "administrator to run there: SELECT cron.unschedule('%s')",
+            found["job_name"],
+            found["cron_database"],
+            " ".join(str(error.orig).split()),
+            found["job_name"],
+        )
+        return
+    NOTICES.info(
+        'NOTICE: pg_cron job "%s" unscheduled in database %s',
+        found["job_name"],
+        found["cron_database"],
+    )
 
 
 def upgrade() -> None:
@@ -222,7 +364,13 @@ def upgrade() -> None:
     op.execute(CREATE_TIMESTAMP_INDEX)
     op.execute(CREATE_SERVICE_TIMESTAMP_INDEX)
     op.execute(ANALYZE_VIEW)
+    role = reader_role()
+    if role:
+        quoted = op.get_context().dialect.identifier_preparer.quote_identifier(role)
+        op.execute(GRANT_READER.format(role=quoted))
     op.execute(SCHEDULE_REFRESH)
+    # Last: it commits in another database, outside this migration's transaction.
+    schedule_where_pg_cron_lives()
 
 
 def downgrade() -> None:
@@ -231,4 +379,5 @@ def downgrade() -> None:
     The pg_cron extension is never dropped: other jobs may depend on it.
     """
     op.execute(UNSCHEDULE_REFRESH)
+    unschedule_where_pg_cron_lives()
     op.execute(DROP_VIEW)

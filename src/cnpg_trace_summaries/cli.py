@@ -3,7 +3,8 @@
     trace-summaries local start|stop|status|url   the make-run cluster
     trace-summaries demo [--traces N]             load demo spans, refresh, list
     trace-summaries list [--limit N] [--json]     newest summaries and the pg_cron job
-    trace-summaries refresh                       one concurrent refresh now
+    trace-summaries refresh [--every SECONDS]     a concurrent refresh now, or in a loop
+    trace-summaries status [--json]               freshness; exit 2 when stale or failing
 
 It prints for people; ``--json`` where a machine reads the output. Errors end
 with one line on stderr and exit status 1.
@@ -15,7 +16,9 @@ import argparse
 import json
 import logging
 import random
+import signal
 import sys
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -173,11 +176,135 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
+    if args.every is not None and not args.every > 0:
+        raise CommandError("--every must be a positive number of seconds")
+    if args.every is None:
+        with connect(autocommit=True) as conn:
+            require_view(conn)
+            outcome = summaries.refresh_unless_running(conn)
+        print(describe_outcome(outcome))
+        return 0 if outcome.refreshed else 3
+    return refresh_forever(args.every)
+
+
+def describe_outcome(outcome: summaries.RefreshOutcome) -> str:
+    stamp = time.strftime("%H:%M:%S")
+    if outcome.refreshed:
+        return f"{stamp} refreshed otel_trace_summaries concurrently in {outcome.seconds:.2f}s"
+    return f"{stamp} skipped: {outcome.reason}"
+
+
+def refresh_forever(every: float) -> int:
+    """Refresh every ``every`` seconds until Ctrl-C or SIGTERM; failures are retried next tick."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    print(f"refreshing otel_trace_summaries every {every:g}s (Ctrl-C stops)", flush=True)
+    conn: psycopg.Connection | None = None
+    next_tick = time.monotonic()
+    try:
+        while True:
+            try:
+                if conn is None or conn.closed:
+                    conn = connect(autocommit=True)
+                    require_view(conn)
+                print(describe_outcome(summaries.refresh_unless_running(conn)), flush=True)
+            except (psycopg.Error, CommandError) as error:
+                message = " ".join(str(error).split())
+                print(
+                    f"{time.strftime('%H:%M:%S')} FAILED: {message}; retrying in {every:g}s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                if conn is not None:
+                    conn.close()
+                conn = None
+            next_tick += every
+            delay = next_tick - time.monotonic()
+            if delay < 0:
+                print(
+                    f"{time.strftime('%H:%M:%S')} the refresh took longer than {every:g}s; "
+                    "starting the next one now",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                next_tick = time.monotonic()
+                delay = 0
+            time.sleep(delay)
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
+        return 0
+    finally:
+        if conn is not None:
+            conn.close()
+
+
+# -- status -------------------------------------------------------------------
+def cmd_status(args: argparse.Namespace) -> int:
     with connect(autocommit=True) as conn:
         require_view(conn)
-        seconds = summaries.refresh(conn)
-    print(f"refreshed otel_trace_summaries concurrently in {seconds:.2f}s")
-    return 0
+        health = summaries.health(conn, schedule_seconds=args.schedule_seconds)
+    if args.json:
+        print(json.dumps(health_payload(health), default=_json_default, indent=2))
+    else:
+        print(render_health(health))
+    return 0 if health.healthy else 2
+
+
+def health_payload(health: summaries.Health) -> dict[str, Any]:
+    last = health.last_run
+    return {
+        "healthy": health.healthy,
+        "problems": list(health.problems),
+        "checked_at": health.checked_at,
+        "rows": health.rows,
+        "size_bytes": health.size_bytes,
+        "populated": health.populated,
+        "newest_trace_in_view": health.newest_in_view,
+        "newest_span": health.newest_span,
+        "lag_seconds": health.lag_seconds,
+        "stale_after_seconds": health.stale_after_seconds,
+        "refresh_job": health.job and health.job.__dict__,
+        "last_run": last and {**last.__dict__, "seconds": last.seconds},
+        "last_success_at": health.last_success_at,
+    }
+
+
+def _ago(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
+        return "never"
+    seconds = (now - moment).total_seconds()
+    return f"{moment.astimezone().strftime('%Y-%m-%d %H:%M:%S')} ({seconds:.0f}s ago)"
+
+
+def render_health(health: summaries.Health) -> str:
+    now = health.checked_at
+    lines = [
+        f"otel_trace_summaries: {'OK' if health.healthy else 'PROBLEM'}",
+        f"  rows               {health.rows:,} ({health.size_bytes / 2**20:.1f} MiB)",
+        f"  newest trace       {_ago(health.newest_in_view, now)}",
+        f"  newest span        {_ago(health.newest_span, now)}",
+        f"  lag                {health.lag_seconds:.0f}s"
+        f" (stale after {health.stale_after_seconds:.0f}s)",
+    ]
+    if health.job is None:
+        lines.append(
+            "  pg_cron job        none in this database: refresh with "
+            "`trace-summaries refresh --every 120` or a CronJob"
+        )
+    else:
+        job = health.job
+        lines.append(
+            f"  pg_cron job        {job.jobid} '{job.jobname}' {job.schedule}"
+            f"{'' if job.active else ' (INACTIVE)'}"
+        )
+        last = health.last_run
+        if last is None:
+            lines.append("  last run           none yet")
+        else:
+            took = "" if last.seconds is None else f", took {last.seconds:.2f}s"
+            lines.append(f"  last run           {last.status} {_ago(last.started_at, now)}{took}")
+        lines.append(f"  last success       {_ago(health.last_success_at, now)}")
+    lines += [f"  problem            {problem}" for problem in health.problems]
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -203,8 +330,32 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.set_defaults(func=cmd_list)
 
-    refresh = sub.add_parser("refresh", help="REFRESH MATERIALIZED VIEW CONCURRENTLY now")
+    refresh = sub.add_parser(
+        "refresh",
+        help="REFRESH MATERIALIZED VIEW CONCURRENTLY now, or every N seconds",
+        description="Refresh the view concurrently. Two refreshers never overlap (advisory "
+        "lock): a refresh that finds another running is skipped (exit status 3).",
+    )
+    refresh.add_argument(
+        "--every",
+        type=float,
+        metavar="SECONDS",
+        help="keep refreshing, every SECONDS (for deployments without pg_cron)",
+    )
     refresh.set_defaults(func=cmd_refresh)
+
+    status = sub.add_parser(
+        "status",
+        help="is the view fresh? exit 0 when healthy, 2 when stale or the last run failed",
+    )
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--schedule-seconds",
+        type=float,
+        default=120,
+        help="the refresh schedule; stale after twice this (120)",
+    )
+    status.set_defaults(func=cmd_status)
     return parser
 
 

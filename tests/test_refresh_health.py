@@ -1,0 +1,151 @@
+"""`trace-summaries status` and the fallback refresher `trace-summaries refresh --every`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT, Database
+
+
+def command(*args: str, database: Database) -> subprocess.CompletedProcess:
+    env = dict(os.environ, DATABASE_URL=database.url)
+    return subprocess.run(
+        [sys.executable, "-m", "cnpg_trace_summaries.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+
+
+class Refresher:
+    """``trace-summaries refresh --every`` running in the background."""
+
+    def __init__(self, database: Database, every: str = "0.5"):
+        env = dict(os.environ, DATABASE_URL=database.url, PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "cnpg_trace_summaries.cli", "refresh", "--every", every],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        self.lines: list[str] = []
+
+    def wait_for(self, fragment: str, count: int = 1, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while sum(fragment in line for line in self.lines) < count:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise AssertionError(f"never saw {count}x {fragment!r}: {self.lines}")
+            self.lines.append(self.process.stdout.readline())
+
+    def stop(self, sig=signal.SIGINT) -> int:
+        self.process.send_signal(sig)
+        out, _ = self.process.communicate(timeout=30)
+        self.lines += out.splitlines()
+        return self.process.returncode
+
+
+@pytest.fixture
+def summarized(cron_db: Database) -> Database:
+    cron_db.alembic("upgrade", "00000000000001")
+    cron_db.execute(
+        "INSERT INTO otel_traces (timestamp, trace_id, span_id, name) "
+        "SELECT now() - interval '10 minutes' - g * interval '1 minute', 'trace-' || g, 'root', "
+        "'GET /' "
+        "FROM generate_series(1, 20) AS g"
+    )
+    cron_db.alembic("upgrade", "head")
+    return cron_db
+
+
+def test_status_says_ok_and_exits_0_for_a_fresh_view(summarized: Database):
+    result = command("status", database=summarized)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("otel_trace_summaries: OK")
+    assert f"'{summarized.job_name}' */2 * * * *" in result.stdout
+
+    payload = json.loads(command("status", "--json", database=summarized).stdout)
+    assert payload["healthy"] is True
+    assert payload["rows"] == 20
+    assert payload["refresh_job"]["schedule"] == "*/2 * * * *"
+    assert payload["lag_seconds"] < 60
+
+
+def test_status_exits_2_when_the_view_trails_the_newest_spans(summarized: Database):
+    # Keep pg_cron from refreshing in the middle of the test.
+    summarized.execute(
+        "SELECT cron.alter_job(jobid, active := false) FROM cron.job WHERE jobname = %s",
+        (summarized.job_name,),
+    )
+    summarized.execute(
+        "INSERT INTO otel_traces (timestamp, trace_id, span_id) VALUES (now(), 'new', 'root')"
+    )
+    result = command("status", "--json", database=summarized)
+    assert result.returncode == 2
+    payload = json.loads(result.stdout)
+    assert payload["healthy"] is False
+    assert any("trails the newest span" in problem for problem in payload["problems"])
+
+
+def test_status_without_pg_cron_points_to_the_fallback_refresher(nocron_db: Database):
+    nocron_db.alembic("upgrade", "head")
+    result = command("status", database=nocron_db)
+    assert result.returncode == 0
+    assert "trace-summaries refresh --every 120" in result.stdout
+
+
+def test_refresh_every_keeps_refreshing_and_stops_cleanly_on_ctrl_c(summarized: Database):
+    refresher = Refresher(summarized)
+    refresher.wait_for("refreshed otel_trace_summaries concurrently", count=3)
+    summarized.execute(
+        "INSERT INTO otel_traces (timestamp, trace_id, span_id) VALUES (now(), 'late', 'root')"
+    )
+    refresher.wait_for("refreshed otel_trace_summaries concurrently", count=5)
+    assert refresher.stop() == 0
+    assert refresher.lines[-1].strip() == "stopped"
+    assert summarized.scalar("SELECT count(*) FROM otel_trace_summaries WHERE trace_id = 'late'")
+
+
+def test_refresh_every_stops_cleanly_on_sigterm(summarized: Database):
+    refresher = Refresher(summarized)
+    refresher.wait_for("refreshed")
+    assert refresher.stop(signal.SIGTERM) == 0
+    assert refresher.lines[-1].strip() == "stopped"
+
+
+def test_a_failed_refresh_is_reported_and_retried_at_the_next_tick(summarized: Database):
+    refresher = Refresher(summarized)
+    refresher.wait_for("refreshed")
+    # Without its unique index the view cannot be refreshed concurrently.
+    summarized.execute("DROP INDEX idx_trace_summaries_trace_id")
+    refresher.wait_for("FAILED", count=2)
+    summarized.execute(
+        "CREATE UNIQUE INDEX idx_trace_summaries_trace_id ON otel_trace_summaries (trace_id)"
+    )
+    before = sum("refreshed" in line for line in refresher.lines)
+    refresher.wait_for("refreshed", count=before + 1)
+    assert refresher.stop() == 0
+    failed = next(line for line in refresher.lines if "FAILED" in line)
+    assert "cannot refresh materialized view" in failed
+    assert "retrying in 0.5s" in failed
+
+
+def test_two_refreshers_never_overlap(summarized: Database):
+    with summarized.connect() as holder:
+        view = f"{summarized.schema}.otel_trace_summaries"
+        holder.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (view,))
+        result = command("refresh", database=summarized)
+    assert result.returncode == 3
+    assert "skipped: another refresher holds the lock" in result.stdout
+    assert command("refresh", database=summarized).returncode == 0
