@@ -14,7 +14,7 @@ help:
 	@echo "make run    local PostgreSQL with pg_cron, migrate, load demo spans, print summaries"
 	@echo "make test   ruff, then the test suite on throwaway PostgreSQL servers"
 	@echo "make stop   stop the local PostgreSQL of 'make run'"
-	@echo "make bench  benchmark listing and refresh (see bench/README.md)"
+	@echo "make bench  benchmark listing and refresh (README: Benchmark and capacity)"
 
 deps:
 	@bash scripts/bootstrap.sh
@@ -49,6 +49,7 @@ format: $(STAMP)
 test: deps $(STAMP) lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# BENCH_ARGS, e.g. --traces 1000000 for about 10M spans
 bench: deps $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 

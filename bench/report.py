@@ -98,7 +98,13 @@ def markdown(results: dict, schedule_seconds: float) -> str:
         f"Fit: {cap['seconds_per_million_spans']:.2f} s per million spans + "
         f"{cap['fixed_seconds']:.2f} s. {capacity_line(results, schedule_seconds)}.",
         "",
-        f"## View size over {len(cycles)} refresh cycles (new spans between them)",
+        f"## View size over {len(cycles)} refresh cycles "
+        "(new, late and aged-out spans between them)",
+        "",
+        "Each cycle: new traces arrive, 50 traces get a late error span, as many of the oldest "
+        "traces leave the window as arrived, then a concurrent refresh. The cycles run back to "
+        "back, so autovacuum_naptime is scaled down with them "
+        f"(to {results.get('cycles_autovacuum_naptime', '60s (default)')}).",
         "",
         "| | after migration | after cycle 1 | after last cycle |",
         "|---|---|---|---|",
@@ -107,7 +113,9 @@ def markdown(results: dict, schedule_seconds: float) -> str:
     for key in ("total_bytes", "heap_bytes", "live_rows", "dead_rows", "autovacuums"):
         lines.append(f"| {key} | {before[key]:,} | {first[key]:,} | {last[key]:,} |")
     dead = [c["dead_rows"] for c in cycles]
+    per_row = [c["total_bytes"] / max(1, c["live_rows"]) for c in (before, first, last)]
     lines += [
+        "| total bytes per live row | " + " | ".join(f"{value:,.0f}" for value in per_row) + " |",
         "",
         f"Dead rows over the cycles: min {min(dead):,}, max {max(dead):,}. "
         f"Refresh per cycle: {min(c['refresh_s'] for c in cycles):.2f}-"

@@ -25,7 +25,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -134,20 +134,37 @@ class Database:
         return run_alembic(*args, database_url=self.url, check=check)
 
 
-def run_alembic(
-    *args: str, database_url: str | None, check: bool = True
+def run_python_module(
+    module: str, *args: str, env: dict[str, str], timeout: float = 600
 ) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "TEST_DATABASE_URL"}}
-    if database_url is not None:
-        env["DATABASE_URL"] = database_url
-    result = subprocess.run(
-        [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), *args],
+    """``python -m module args`` from the checkout, as a user would run the command."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
         capture_output=True,
         text=True,
         env=env,
         cwd=ROOT,
-        timeout=600,
+        timeout=timeout,
         check=False,
+    )
+
+
+def environment(**overrides: str | None) -> dict[str, str]:
+    """This process's environment without the test's own database settings, plus overrides."""
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "TEST_DATABASE_URL"}}
+    env.update({k: v for k, v in overrides.items() if v is not None})
+    return env
+
+
+def run_alembic(
+    *args: str, database_url: str | None, check: bool = True
+) -> subprocess.CompletedProcess:
+    result = run_python_module(
+        "alembic",
+        "-c",
+        str(ROOT / "alembic.ini"),
+        *args,
+        env=environment(DATABASE_URL=database_url),
     )
     if check and result.returncode != 0:
         raise AssertionError(
@@ -156,19 +173,39 @@ def run_alembic(
     return result
 
 
+def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """``trace-summaries args`` with ``env`` (DATABASE_URL=..., ...) added to the environment."""
+    return run_python_module("cnpg_trace_summaries.cli", *args, env=environment(**env), timeout=300)
+
+
 @contextmanager
-def schema_in_cron_database(server: Server) -> Iterator[Database]:
-    """A fresh schema in the database pg_cron lives in, dropped with its job afterwards."""
+def schema_in_cron_database(
+    server: Server, owner: Server | None = None, *, cron_usage: bool = False
+) -> Iterator[Database]:
+    """A fresh schema in the database pg_cron lives in, dropped with its job afterwards.
+
+    ``owner``: the schema belongs to that login (a non-superuser, see login_role)
+    and is reached as it; ``cron_usage`` also grants it USAGE on schema cron.
+    """
     schema = f"t_{uuid.uuid4().hex[:10]}"
-    database = Database(server, server.cron_database, schema)
+    as_user = owner or server
+    database = Database(as_user, server.cron_database, schema)
     with server.connect(server.cron_database, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
+        conn.execute(
+            sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(
+                sql.Identifier(schema), sql.Identifier(as_user.user)
+            )
+        )
+        if cron_usage:
+            conn.execute(
+                sql.SQL("GRANT USAGE ON SCHEMA cron TO {}").format(sql.Identifier(as_user.user))
+            )
     try:
         yield database
     finally:
         with server.connect(server.cron_database, autocommit=True) as conn:
             conn.execute("DELETE FROM cron.job WHERE jobname = %s", (database.job_name,))
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 @pytest.fixture
@@ -268,21 +305,8 @@ def app_db(any_server: Server) -> Iterator[Database]:
 @pytest.fixture
 def app_cron_db(cron_server: Server) -> Iterator[Database]:
     """A schema owned by a non-superuser role in the pg_cron database, reached as that role."""
-    with login_role(cron_server) as app:
-        schema = f"t_{uuid.uuid4().hex[:10]}"
-        with cron_server.connect(cron_server.cron_database, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(
-                    sql.Identifier(schema), sql.Identifier(app.user)
-                )
-            )
-        database = Database(app, cron_server.cron_database, schema)
-        try:
-            yield database
-        finally:
-            with cron_server.connect(cron_server.cron_database, autocommit=True) as conn:
-                conn.execute("DELETE FROM cron.job WHERE jobname = %s", (database.job_name,))
-                conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    with login_role(cron_server) as app, schema_in_cron_database(cron_server, app) as database:
+        yield database
 
 
 # -- data ----------------------------------------------------------------------
@@ -324,14 +348,22 @@ FROM generate_series(1, 100) AS t;
 """
 
 
-@pytest.fixture(scope="module")
-def listing_db(cron_server: Server) -> Iterator[Database]:
+@pytest.fixture(scope="module", params=["as_superuser", "as_app_owner"])
+def listing_db(request, cron_server: Server) -> Iterator[Database]:
     """A pg_cron schema holding 50,000 traces of spans, then migrated to head.
 
     The spans are there before the migration runs, as in the spec's scenario
-    "the migration runs against a CNPG cluster with existing trace data".
+    "the migration runs against a CNPG cluster with existing trace data". Once
+    as the superuser, once as CNPG's kind of `app` user: a non-superuser that
+    owns its schema and may use schema cron.
     """
-    with schema_in_cron_database(cron_server) as database:
+    with ExitStack() as stack:
+        owner = None
+        if request.param == "as_app_owner":
+            owner = stack.enter_context(login_role(cron_server))
+        database = stack.enter_context(
+            schema_in_cron_database(cron_server, owner, cron_usage=owner is not None)
+        )
         database.alembic("upgrade", "00000000000001")
         database.execute(LISTING_DATA_SQL)
         database.execute("ANALYZE otel_traces")

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,20 +12,7 @@ import pytest
 
 from cnpg_trace_summaries import demo
 from cnpg_trace_summaries.schema import STATUS_ERROR
-from tests.conftest import ROOT, Database, run_alembic
-
-
-def trace_summaries(*args: str, env_extra: dict[str, str]) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | env_extra
-    return subprocess.run(
-        [sys.executable, "-m", "cnpg_trace_summaries.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=300,
-        check=False,
-    )
+from tests.conftest import Database, run_alembic, run_cli
 
 
 # -- demo data -------------------------------------------------------------------
@@ -58,9 +42,7 @@ def test_demo_is_reproducible_with_a_seed():
 # -- console command ---------------------------------------------------------------
 def test_demo_command_loads_refreshes_and_prints_the_newest_ten(cron_db: Database):
     cron_db.alembic("upgrade", "head")
-    result = trace_summaries(
-        "demo", "--traces", "300", "--seed", "5", env_extra={"DATABASE_URL": cron_db.url}
-    )
+    result = run_cli("demo", "--traces", "300", "--seed", "5", DATABASE_URL=cron_db.url)
     assert result.returncode == 0, result.stderr
     assert "loading spans " in result.stderr  # progress is shown
     lines = result.stdout.splitlines()
@@ -69,9 +51,7 @@ def test_demo_command_loads_refreshes_and_prints_the_newest_ten(cron_db: Databas
     assert len([line for line in lines[header + 2 :] if line.strip()][:10]) == 10
     assert f"'{cron_db.job_name}': */2 * * * *" in result.stdout
 
-    listed = trace_summaries(
-        "list", "--limit", "3", "--json", env_extra={"DATABASE_URL": cron_db.url}
-    )
+    listed = run_cli("list", "--limit", "3", "--json", DATABASE_URL=cron_db.url)
     payload = json.loads(listed.stdout)
     assert len(payload["newest"]) == 3
     assert payload["refresh_job"]["schedule"] == "*/2 * * * *"
@@ -79,7 +59,7 @@ def test_demo_command_loads_refreshes_and_prints_the_newest_ten(cron_db: Databas
 
 
 def test_commands_before_the_migration_say_to_upgrade_first(nocron_db: Database):
-    result = trace_summaries("list", env_extra={"DATABASE_URL": nocron_db.url})
+    result = run_cli("list", DATABASE_URL=nocron_db.url)
     assert result.returncode == 1
     assert result.stderr.strip() == (
         "trace-summaries: otel_trace_summaries does not exist in this database; "
@@ -92,7 +72,7 @@ def test_refresh_command_refreshes_concurrently(nocron_db: Database):
     nocron_db.execute(
         "INSERT INTO otel_traces (timestamp, trace_id, span_id) VALUES (now(), 'a', 'b')"
     )
-    result = trace_summaries("refresh", env_extra={"DATABASE_URL": nocron_db.url})
+    result = run_cli("refresh", DATABASE_URL=nocron_db.url)
     assert result.returncode == 0, result.stderr
     assert "refreshed otel_trace_summaries concurrently" in result.stdout
     assert nocron_db.scalar("SELECT count(*) FROM otel_trace_summaries") == 1
@@ -106,28 +86,28 @@ def local_dir(tmp_path: Path):
     state = tmp_path / "cluster.json"
     if state.exists():
         env = {"TRACE_SUMMARIES_LOCAL_DIR": str(tmp_path)}
-        trace_summaries("local", "stop", env_extra=env)
+        run_cli("local", "stop", **env)
         shutil.rmtree(json.loads(state.read_text())["cluster_dir"], ignore_errors=True)
 
 
 def test_local_cluster_starts_migrates_loads_demo_and_stops(local_dir: Path):
     env = {"TRACE_SUMMARIES_LOCAL_DIR": str(local_dir)}
-    started = trace_summaries("local", "start", env_extra=env)
+    started = run_cli("local", "start", **env)
     assert started.returncode == 0, started.stderr
     assert "local PostgreSQL is running: postgresql://postgres:" in started.stdout
-    again = trace_summaries("local", "start", env_extra=env)  # reused, not re-created
+    again = run_cli("local", "start", **env)  # reused, not re-created
     assert again.stdout == started.stdout
 
-    url = trace_summaries("local", "url", env_extra=env).stdout.strip()
+    url = run_cli("local", "url", **env).stdout.strip()
     migrated = run_alembic("upgrade", "head", database_url=url)
     assert "created extension pg_cron in database app" in migrated.stderr
     assert 'pg_cron job "otel_trace_summaries:app.public" scheduled' in migrated.stderr
 
-    shown = trace_summaries("demo", "--traces", "100", env_extra={"DATABASE_URL": url})
+    shown = run_cli("demo", "--traces", "100", DATABASE_URL=url)
     assert shown.returncode == 0, shown.stderr
     assert "pg_cron job" in shown.stdout
 
-    stopped = trace_summaries("local", "stop", env_extra=env)
+    stopped = run_cli("local", "stop", **env)
     assert stopped.stdout.strip() == "local PostgreSQL stopped"
-    status = trace_summaries("local", "status", env_extra=env)
+    status = run_cli("local", "status", **env)
     assert status.returncode == 3

@@ -24,6 +24,16 @@ def wait_for_replay(primary: Database, standby: Database) -> None:
         time.sleep(0.1)
 
 
+def wait_until_visible(standby: Database, check: str) -> None:
+    deadline = time.monotonic() + 60
+    while standby.scalar(check) is not True:
+        if time.monotonic() > deadline:
+            matviews = standby.scalar("SELECT array_agg(matviewname) FROM pg_matviews")
+            replayed = standby.scalar("SELECT pg_last_wal_replay_lsn()")
+            raise AssertionError(f"{check} never held on the standby: {matviews}, at {replayed}")
+        time.sleep(0.2)
+
+
 def test_standby_serves_the_view_and_the_promoted_primary_runs_the_refresh_job(report):
     with (
         local_server("primary", pg_cron_database="app") as primary_server,
@@ -39,6 +49,7 @@ def test_standby_serves_the_view_and_the_promoted_primary_runs_the_refresh_job(r
 
         # The standby serves the view.
         assert standby.scalar("SELECT pg_is_in_recovery()") is True
+        wait_until_visible(standby, "SELECT to_regclass('otel_trace_summaries') IS NOT NULL")
         assert standby.scalar("SELECT count(*) FROM otel_trace_summaries") == 50_000
 
         # Reads on the standby overlap concurrent refreshes (with changing rows) on the primary.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,27 +10,14 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, Database
-
-
-def command(*args: str, database: Database) -> subprocess.CompletedProcess:
-    env = dict(os.environ, DATABASE_URL=database.url)
-    return subprocess.run(
-        [sys.executable, "-m", "cnpg_trace_summaries.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
+from tests.conftest import ROOT, Database, environment, run_cli
 
 
 class Refresher:
     """``trace-summaries refresh --every`` running in the background."""
 
     def __init__(self, database: Database, every: str = "0.5"):
-        env = dict(os.environ, DATABASE_URL=database.url, PYTHONUNBUFFERED="1")
+        env = environment(DATABASE_URL=database.url, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cnpg_trace_summaries.cli", "refresh", "--every", every],
             stdout=subprocess.PIPE,
@@ -70,12 +56,12 @@ def summarized(cron_db: Database) -> Database:
 
 
 def test_status_says_ok_and_exits_0_for_a_fresh_view(summarized: Database):
-    result = command("status", database=summarized)
+    result = run_cli("status", DATABASE_URL=summarized.url)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("otel_trace_summaries: OK")
     assert f"'{summarized.job_name}' */2 * * * *" in result.stdout
 
-    payload = json.loads(command("status", "--json", database=summarized).stdout)
+    payload = json.loads(run_cli("status", "--json", DATABASE_URL=summarized.url).stdout)
     assert payload["healthy"] is True
     assert payload["rows"] == 20
     assert payload["refresh_job"]["schedule"] == "*/2 * * * *"
@@ -91,7 +77,7 @@ def test_status_exits_2_when_the_view_trails_the_newest_spans(summarized: Databa
     summarized.execute(
         "INSERT INTO otel_traces (timestamp, trace_id, span_id) VALUES (now(), 'new', 'root')"
     )
-    result = command("status", "--json", database=summarized)
+    result = run_cli("status", "--json", DATABASE_URL=summarized.url)
     assert result.returncode == 2
     payload = json.loads(result.stdout)
     assert payload["healthy"] is False
@@ -100,7 +86,7 @@ def test_status_exits_2_when_the_view_trails_the_newest_spans(summarized: Databa
 
 def test_status_without_pg_cron_points_to_the_fallback_refresher(nocron_db: Database):
     nocron_db.alembic("upgrade", "head")
-    result = command("status", database=nocron_db)
+    result = run_cli("status", DATABASE_URL=nocron_db.url)
     assert result.returncode == 0
     assert "trace-summaries refresh --every 120" in result.stdout
 
@@ -145,7 +131,7 @@ def test_two_refreshers_never_overlap(summarized: Database):
     with summarized.connect() as holder:
         view = f"{summarized.schema}.otel_trace_summaries"
         holder.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (view,))
-        result = command("refresh", database=summarized)
+        result = run_cli("refresh", DATABASE_URL=summarized.url)
     assert result.returncode == 3
     assert "skipped: another refresher holds the lock" in result.stdout
-    assert command("refresh", database=summarized).returncode == 0
+    assert run_cli("refresh", DATABASE_URL=summarized.url).returncode == 0

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from cnpg_trace_summaries.schema import SUMMARY_COLUMNS
-from tests.conftest import Database
+from tests.conftest import Database, login_role
 from tests.reference import Span, summarize
 
 SPAN_FIELDS = tuple(Span.__dataclass_fields__)
@@ -30,21 +30,25 @@ SPAN_FIELDS = tuple(Span.__dataclass_fields__)
 
 @pytest.fixture(scope="module")
 def semantics_db(any_server) -> Iterator[Database]:
+    """An ICU en-US database owned by, and used as, a non-superuser (CNPG's `app`)."""
     dbname = f"semantics_{uuid.uuid4().hex[:8]}"
-    with any_server.connect(autocommit=True) as conn:
-        conn.execute(
-            sql.SQL(
-                "CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8' "
-                "LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
-            ).format(sql.Identifier(dbname))
-        )
-    database = Database(any_server, dbname)
-    try:
-        database.alembic("upgrade", "head")
-        yield database
-    finally:
+    with login_role(any_server) as app:
         with any_server.connect(autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(dbname)))
+            conn.execute(
+                sql.SQL(
+                    "CREATE DATABASE {} OWNER {} TEMPLATE template0 ENCODING 'UTF8' "
+                    "LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+                ).format(sql.Identifier(dbname), sql.Identifier(app.user))
+            )
+        database = Database(app, dbname)
+        try:
+            database.alembic("upgrade", "head")
+            yield database
+        finally:
+            with any_server.connect(autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(dbname))
+                )
 
 
 class Store:

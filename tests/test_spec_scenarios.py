@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import psycopg
@@ -192,13 +191,10 @@ def test_mv_refresh_completes_without_blocking_reads(listing_db: Database):
         assert ("ExclusiveLock", True) in held
 
         with listing_db.connect(autocommit=True) as reader:
-            # Waiting for the lock would raise LockNotAvailable after 2 s.
+            # Waiting for the refresh's lock would raise LockNotAvailable.
             reader.execute("SET lock_timeout = '2s'")
-            started = time.monotonic()
             rows = reader.execute(SPEC_READ_QUERY).fetchall()
-            waited = time.monotonic() - started
         assert len(rows) == 10
-        assert waited < 2, f"the read waited {waited:.2f}s"
         # The refresh still holds its lock: the read did not wait for it to finish.
         assert refresher.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
     finally:
@@ -213,25 +209,28 @@ def test_mv_refresh_completes_without_blocking_reads_while_refresh_runs(listing_
     )
     done = threading.Event()
 
+    refreshed = []
+
     def refresh_repeatedly():
         with listing_db.connect(autocommit=True) as conn:
             while not done.is_set():
                 conn.execute(command)
+                refreshed.append(True)
 
     worker = threading.Thread(target=refresh_repeatedly)
     worker.start()
-    slowest = 0.0
     try:
         with listing_db.connect(autocommit=True) as reader:
+            # Waiting for a refresh's lock would raise LockNotAvailable.
             reader.execute("SET lock_timeout = '2s'")
-            for _ in range(50):
-                started = time.monotonic()
+            reads = 0
+            while (len(refreshed) < 3 and worker.is_alive()) or reads < 50:
                 assert len(reader.execute(SPEC_READ_QUERY).fetchall()) == 10
-                slowest = max(slowest, time.monotonic() - started)
+                reads += 1
     finally:
         done.set()
         worker.join()
-    assert slowest < 2
+    assert len(refreshed) >= 3
 
 
 def test_mv_refresh_handles_missing_pg_cron_gracefully(nocron_db: Database):

@@ -83,8 +83,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         require_view(conn)
         demo.load_spans(conn, iter(spans), total=len(spans), progress=progress_bar("loading spans"))
         conn.commit()
-        seconds = summaries.refresh(conn)
-        sys.stderr.write(f"refreshed otel_trace_summaries concurrently in {seconds:.2f}s\n\n")
+        conn.autocommit = True
+        sys.stderr.write(describe_outcome(summaries.refresh_unless_running(conn)) + "\n\n")
         print_listing(conn, limit=10, as_json=False)
     return 0
 

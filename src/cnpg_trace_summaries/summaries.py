@@ -6,7 +6,6 @@ the console command's job.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -16,8 +15,6 @@ import psycopg
 from psycopg.rows import dict_row
 
 from cnpg_trace_summaries.schema import SUMMARIES_VIEW, SUMMARY_COLUMNS
-
-log = logging.getLogger(__name__)
 
 NEWEST_SQL = f"""
 SELECT {", ".join(f'"{column}"' for column in SUMMARY_COLUMNS)}
@@ -72,20 +69,6 @@ def qualified_view(conn: psycopg.Connection) -> str:
         "WHERE c.oid = to_regclass(%s)",
         (SUMMARIES_VIEW,),
     ).fetchone()[0]
-
-
-def refresh(conn: psycopg.Connection, *, concurrently: bool = True) -> float:
-    """Refresh the view now; return the seconds it took. Needs autocommit off or on."""
-    statement = "REFRESH MATERIALIZED VIEW {}{}".format(
-        "CONCURRENTLY " if concurrently else "", qualified_view(conn)
-    )
-    started = time.monotonic()
-    conn.execute(statement)
-    if not conn.autocommit:
-        conn.commit()
-    elapsed = time.monotonic() - started
-    log.info("%s took %.3f s", statement, elapsed)
-    return elapsed
 
 
 # -- health -------------------------------------------------------------------
