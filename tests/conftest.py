@@ -59,9 +59,11 @@ def pytest_runtest_makereport(item, call):
 def report(request):
     """Write a measured figure to the test run's output (shown even when captured)."""
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
 
     def write(line: str) -> None:
-        reporter.write_line(f"[{request.node.name}] {line}")
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"\n[{request.node.name}] {line}")
 
     return write
 
