@@ -90,7 +90,6 @@ LIMIT 1
 VIEW_FACTS_SQL = """
 SELECT m.ispopulated,
        pg_total_relation_size(c.oid),
-       c.reltuples,
        now()
 FROM pg_matviews m
 JOIN pg_class c ON c.oid = to_regclass('otel_trace_summaries')
@@ -152,7 +151,7 @@ def health(conn: psycopg.Connection, schedule_seconds: float = 120) -> Health:
     facts = conn.execute(VIEW_FACTS_SQL).fetchone()
     if facts is None:
         raise LookupError("otel_trace_summaries does not exist in this database")
-    populated, size_bytes, _estimate, checked_at = facts
+    populated, size_bytes, checked_at = facts
     rows, newest_in_view = (0, None)
     if populated:
         rows, newest_in_view = conn.execute(
