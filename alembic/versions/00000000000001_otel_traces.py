@@ -1,53 +1,89 @@
-"""otel_traces: the OpenTelemetry span store, as the CNPG trace store has it.
+"""otel_traces: the OpenTelemetry span store, created, or adopted without blocking ingest.
 
 Revision ID: 00000000000001
 Revises:
 Create Date: 2026-11-25
 
 What it does
-    Creates ``otel_traces`` (one row per span) with its primary key
-    ``(timestamp, trace_id, span_id)`` and the indexes on ``(trace_id)`` and
-    ``(service_name, timestamp DESC)``. The primary key leads with
-    ``timestamp``, so it already serves the 7-day window scan of the summaries
-    view; no extra index is added to a write-heavy table for it.
+    Where the migration's schema (``current_schema()``, the first schema on
+    its search_path) has no ``otel_traces``, creates it (one row per span)
+    with its primary key ``(timestamp, trace_id, span_id)`` and the indexes on
+    ``(trace_id)`` and ``(service_name, timestamp DESC)``, and marks it
+    ``created by cnpg-trace-summaries``. Where TimescaleDB is installed the new,
+    empty table becomes a hypertable on ``timestamp``.
 
-Why it is written this way
-    Most databases this project meets already have a trace store, written by
-    a collector. An existing ``otel_traces`` is *adopted*: kept as it is, with
-    its data, and a NOTICE says so. Only a table created here carries the
-    ``created by cnpg-trace-summaries`` comment, and only such a table is ever
-    dropped by the downgrade, and only when it is empty (or when
-    ``-x drop_trace_data=yes`` says the spans may go).
+    Where that schema already has an ``otel_traces`` (a collector fills it),
+    the table is *adopted*: kept as it is, with its data, its indexes and its
+    owner, and a NOTICE says so. Only the indexes the summaries need are added,
+    ``idx_otel_traces_trace_id`` and ``idx_otel_traces_timestamp``, and each
+    only where no valid index already leads with that column. They are built
+    with ``CREATE INDEX CONCURRENTLY``, outside the revision's transaction, so
+    inserts go on during the build. An adopted table is never made a
+    hypertable (that holds ACCESS EXCLUSIVE while it copies every span); a
+    NOTICE gives the statement for a maintenance window.
 
-    Where TimescaleDB is installed the table becomes a hypertable on
-    ``timestamp``, as in the CNPG trace store; elsewhere it stays a plain table.
+What a kill leaves behind, and what repairs it
+    * Killed before the first COMMIT: nothing; the table is not created.
+    * Adopting, killed during a concurrent index build: the server notices
+      the dead client within a second (``client_connection_check_interval``,
+      set by env.py) and cancels the build, which leaves that index INVALID;
+      the revision is not recorded. Upgrading again drops the INVALID index
+      concurrently and builds it again.
+    * Killed after the builds but before the version row: the indexes are
+      valid; upgrading again finds them and records the revision.
 
-    ``CREATE INDEX IF NOT EXISTS`` still takes a short SHARE lock on the table;
-    env.py runs each revision in its own transaction with a ``lock_timeout``,
-    so ingest waits at most that long and the lock is gone before the next
-    revision builds the summaries view.
+Downgrade
+    Drops the indexes this revision built on an adopted table (concurrently),
+    and drops ``otel_traces`` only where this project created it, and only
+    while it is empty, unless ``-x drop_trace_data=yes`` says the spans may go.
+
+Waits
+    Every statement that could make ingest wait runs under ``lock_timeout``.
+    A concurrent build takes a SHARE UPDATE EXCLUSIVE lock, which inserts,
+    updates and deletes never wait for, but it waits for older transactions to
+    end; those waits are bounded by ``migration_lock_wait`` instead.
 """
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
+
 from alembic import context, op
+from cnpg_trace_summaries import options
+from cnpg_trace_summaries.contract import CREATED_MARKER, TRACE_INDEXES_FOR_SUMMARIES
 
 revision: str = "00000000000001"
 down_revision: str | Sequence[str] | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-CREATED_MARKER = "created by cnpg-trace-summaries"
-
-CREATE_TRACE_STORE = f"""
+CREATE_OR_ADOPT_TRACE_STORE = f"""
 DO $create$
+DECLARE
+    existing constant regclass := to_regclass(format('%I.otel_traces', current_schema()));
+    plain boolean;
 BEGIN
-    IF to_regclass('otel_traces') IS NOT NULL THEN
-        RAISE NOTICE 'otel_traces already exists in schema %: adopting it as it is, data and definition kept',
+    IF existing IS NOT NULL AND coalesce(obj_description(existing, 'pg_class'), '') LIKE '%{CREATED_MARKER}%' THEN
+        RAISE NOTICE 'otel_traces in schema % was created by an earlier, interrupted run of this revision: kept',
             current_schema();
         RETURN;
+    ELSIF existing IS NOT NULL THEN
+        RAISE NOTICE 'otel_traces already exists in schema %: adopting it as it is, data, indexes and owner kept',
+            current_schema();
+        IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
+            -- Dynamic: timescaledb_information only exists where TimescaleDB does.
+            EXECUTE 'SELECT count(*) = 0 FROM timescaledb_information.hypertables '
+                    'WHERE hypertable_schema = current_schema() AND hypertable_name = ''otel_traces'''
+                INTO plain;
+            IF plain THEN
+                RAISE NOTICE 'the adopted otel_traces stays a plain table: turning it into a hypertable locks it '
+                    'while every span is copied. In a maintenance window, run: '
+                    'SELECT create_hypertable(%L, %L, migrate_data => true)', existing::text, 'timestamp';
+            END IF;
+        END IF;
+        RETURN;
     END IF;
-    CREATE TABLE IF NOT EXISTS otel_traces (
+    CREATE TABLE otel_traces (
         "timestamp"          timestamptz NOT NULL,
         trace_id             text,
         span_id              text,
@@ -72,41 +108,66 @@ BEGIN
     );
     COMMENT ON TABLE otel_traces IS
         'OpenTelemetry spans, one row per span ({CREATED_MARKER}, revision 00000000000001)';
+    -- A new, empty table: building its indexes here blocks nobody.
+    CREATE INDEX idx_otel_traces_trace_id ON otel_traces (trace_id);
+    CREATE INDEX idx_otel_traces_service_timestamp ON otel_traces (service_name, "timestamp" DESC);
+    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
+        EXECUTE format('SELECT create_hypertable(%L, %L)', format('%I.otel_traces', current_schema()), 'timestamp');
+        RAISE NOTICE 'otel_traces is a TimescaleDB hypertable on "timestamp"';
+    END IF;
 END
 $create$
 """
 
-CREATE_TRACE_ID_INDEX = (
-    "CREATE INDEX IF NOT EXISTS idx_otel_traces_trace_id ON otel_traces (trace_id)"
+# What the summaries need of otel_traces that it lacks: one statement per row,
+# in order. An INVALID index of ours (an interrupted build) is dropped and
+# built again; an index counts only when valid, on a plain column, unpartial.
+_NEEDED = ", ".join(
+    f"('{name}', '{column}', '{definition}')"
+    for name, column, definition in TRACE_INDEXES_FOR_SUMMARIES
 )
-
-CREATE_SERVICE_TIMESTAMP_INDEX = (
-    "CREATE INDEX IF NOT EXISTS idx_otel_traces_service_timestamp "
-    'ON otel_traces (service_name, "timestamp" DESC)'
+PLAN_INDEXES = f"""
+WITH store AS (
+    SELECT to_regclass(format('%I.otel_traces', current_schema())) AS oid
+), needed (name, column_name, definition) AS (
+    VALUES {_NEEDED}
+), ours AS (
+    SELECT n.name, n.column_name, n.definition, i.indexrelid, i.indisvalid
+    FROM needed AS n CROSS JOIN store
+    LEFT JOIN pg_class AS c
+        ON c.relname = n.name AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = store.oid)
+    LEFT JOIN pg_index AS i ON i.indexrelid = c.oid AND i.indrelid = store.oid
+), covered AS (
+    SELECT o.name
+    FROM ours AS o CROSS JOIN store
+    JOIN pg_attribute AS a ON a.attrelid = store.oid AND a.attname = o.column_name
+    JOIN pg_index AS i ON i.indrelid = store.oid AND i.indkey[0] = a.attnum
+    WHERE i.indisvalid AND i.indisready AND i.indislive AND i.indpred IS NULL
 )
+SELECT statement FROM (
+    SELECT 1 AS step, name, format('DROP INDEX CONCURRENTLY %I.%I', current_schema(), name) AS statement
+    FROM ours WHERE indexrelid IS NOT NULL AND NOT indisvalid
+    UNION ALL
+    SELECT 2, name, format('CREATE INDEX CONCURRENTLY %I ON %I.otel_traces %s', name, current_schema(), definition)
+    FROM ours WHERE name NOT IN (SELECT name FROM covered)
+    UNION ALL
+    SELECT 3, name, format('COMMENT ON INDEX %I.%I IS %L', current_schema(), name,
+                           '{CREATED_MARKER} on an adopted otel_traces, revision 00000000000001')
+    FROM ours WHERE name NOT IN (SELECT name FROM covered)
+) AS plan
+WHERE (SELECT oid FROM store) IS NOT NULL
+ORDER BY step, name
+"""
 
-# Dynamic SQL: create_hypertable only exists where TimescaleDB is installed.
-MAKE_HYPERTABLE_WHERE_TIMESCALEDB = """
-DO $hypertable$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
-        RETURN;
-    END IF;
-    IF EXISTS (
-        SELECT 1 FROM timescaledb_information.hypertables
-        WHERE hypertable_schema = current_schema() AND hypertable_name = 'otel_traces'
-    ) THEN
-        RETURN;
-    END IF;
-    EXECUTE format(
-        'SELECT create_hypertable(%L, %L, if_not_exists => true, migrate_data => true)',
-        format('%I.otel_traces', current_schema()), 'timestamp');
-    RAISE NOTICE 'otel_traces is now a TimescaleDB hypertable on "timestamp"';
-EXCEPTION WHEN insufficient_privilege THEN
-    RAISE NOTICE 'otel_traces stays a plain table: % (a TimescaleDB hypertable needs the table owner)',
-        SQLERRM;
-END
-$hypertable$
+# The downgrade's counterpart: the indexes this revision built on an adopted table.
+PLAN_INDEX_REMOVAL = f"""
+SELECT format('DROP INDEX CONCURRENTLY IF EXISTS %I.%I', n.nspname, c.relname)
+FROM pg_index AS i
+JOIN pg_class AS c ON c.oid = i.indexrelid
+JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE i.indrelid = to_regclass(format('%I.otel_traces', current_schema()))
+  AND obj_description(c.oid, 'pg_class') LIKE '{CREATED_MARKER} on an adopted otel_traces%'
+ORDER BY c.relname
 """
 
 # {allow_data_loss} is the literal true or false, from -x drop_trace_data=yes.
@@ -114,12 +175,12 @@ DROP_TRACE_STORE = f"""
 DO $drop$
 DECLARE
     allow_data_loss constant boolean := {{allow_data_loss}};
+    store constant regclass := to_regclass(format('%I.otel_traces', current_schema()));
 BEGIN
-    IF to_regclass('otel_traces') IS NULL THEN
+    IF store IS NULL THEN
         RETURN;
     END IF;
-    IF coalesce(obj_description(to_regclass('otel_traces'), 'pg_class'), '')
-            NOT LIKE '%{CREATED_MARKER}%' THEN
+    IF coalesce(obj_description(store, 'pg_class'), '') NOT LIKE '%{CREATED_MARKER}%' THEN
         RAISE NOTICE 'otel_traces was adopted, not created, by this project: left in place with its data';
         RETURN;
     END IF;
@@ -134,15 +195,38 @@ $drop$
 """
 
 
+def run_planned(plan: str) -> None:
+    """Run each statement ``plan`` yields, outside a transaction.
+
+    Online, the plan is read here; in a ``--sql`` script psql's ``\\gexec``
+    runs it, so the script decides on the server, as the online run does.
+    """
+    with op.get_context().autocommit_block():
+        if context.is_offline_mode():
+            op.execute(plan + "\\gexec\n--")
+            return
+        bind = op.get_bind()
+        statements = bind.execute(sa.text(plan)).scalars().all()
+        if not statements:
+            return
+        lock_timeout = options.from_alembic("lock_timeout")
+        # A concurrent build never makes writers wait; it may wait for old transactions.
+        bind.execute(sa.text(f"SET lock_timeout = '{options.from_alembic('migration_lock_wait')}'"))
+        try:
+            for statement in statements:
+                bind.execute(sa.text(statement))
+        finally:
+            bind.execute(sa.text(f"SET lock_timeout = '{lock_timeout}'"))
+
+
 def upgrade() -> None:
-    """Create (or adopt) otel_traces and its indexes."""
-    op.execute(CREATE_TRACE_STORE)
-    op.execute(CREATE_TRACE_ID_INDEX)
-    op.execute(CREATE_SERVICE_TIMESTAMP_INDEX)
-    op.execute(MAKE_HYPERTABLE_WHERE_TIMESCALEDB)
+    """Create (or adopt) otel_traces, then build the indexes an adopted one lacks."""
+    op.execute(CREATE_OR_ADOPT_TRACE_STORE)
+    run_planned(PLAN_INDEXES)
 
 
 def downgrade() -> None:
-    """Drop otel_traces if this project created it and no span would be lost."""
-    allow = context.get_x_argument(as_dictionary=True).get("drop_trace_data", "no") == "yes"
+    """Drop what this revision added: its indexes on an adopted table, or the table it created."""
+    run_planned(PLAN_INDEX_REMOVAL)
+    allow = options.from_alembic("drop_trace_data") == "yes"
     op.execute(DROP_TRACE_STORE.format(allow_data_loss="true" if allow else "false"))

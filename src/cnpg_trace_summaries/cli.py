@@ -1,10 +1,12 @@
 """``trace-summaries``: the console command.
 
-    trace-summaries local start|stop|status|url   the make-run cluster
-    trace-summaries demo [--traces N]             load demo spans, refresh, list
-    trace-summaries list [--limit N] [--json]     newest summaries and the pg_cron job
-    trace-summaries refresh [--every SECONDS]     a concurrent refresh now, or in a loop
     trace-summaries status [--json]               freshness; exit 2 when stale or failing
+    trace-summaries refresh [--every S] [--full]  a refresh now, or in a loop
+    trace-summaries verify [--json]               compare with the definition; exit 2 if not exact
+    trace-summaries switch view|incremental       switch the mode of an installed database
+    trace-summaries list [--limit N] [--json]     newest summaries and the pg_cron job
+    trace-summaries demo [--traces N]             load demo spans, refresh, list
+    trace-summaries local start|stop|status|url   the make-run cluster
 
 It prints for people; ``--json`` where a machine reads the output. Errors end
 with one line on stderr and exit status 1.
@@ -24,10 +26,16 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from sqlalchemy import create_engine, exc, pool
 from sqlalchemy.engine import URL
 
-from cnpg_trace_summaries import demo, summaries
-from cnpg_trace_summaries.database import ConfigError, resolve_database_url
+from cnpg_trace_summaries import demo, health, migrating, modes, options, summaries
+from cnpg_trace_summaries.database import (
+    ConfigError,
+    describe_database_error,
+    install_notice_logger,
+    resolve_database_url,
+)
 from cnpg_trace_summaries.localdb import LocalCluster, LocalClusterError
 from cnpg_trace_summaries.progress import progress_bar
 
@@ -80,24 +88,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     sys.stderr.write(f"generating {args.traces:,} demo traces (seed {seed})...\n")
     spans = list(demo.generate_spans(args.traces, seed=seed))
     with connect() as conn:
-        require_view(conn)
+        summaries.require_mode(conn)
         demo.load_spans(conn, iter(spans), total=len(spans), progress=progress_bar("loading spans"))
         conn.commit()
         conn.autocommit = True
-        sys.stderr.write(describe_outcome(summaries.refresh_unless_running(conn)) + "\n\n")
+        sys.stderr.write(describe_outcome(summaries.refresh(conn)) + "\n\n")
         print_listing(conn, limit=10, as_json=False)
     return 0
 
 
 # -- list ---------------------------------------------------------------------
-def require_view(conn: psycopg.Connection) -> None:
-    found = conn.execute("SELECT to_regclass('otel_trace_summaries')").fetchone()[0]
-    if found is None:
-        raise CommandError(
-            "otel_trace_summaries does not exist in this database; run `alembic upgrade head` first"
-        )
-
-
 def format_row(row: dict[str, Any]) -> list[str]:
     duration = row["duration_ms"]
     status = {None: "-", 0: "unset", 1: "ok", 2: "ERROR"}.get(row["status_code"], "?")
@@ -125,13 +125,19 @@ def render_table(headers: Sequence[str], rows: list[list[str]]) -> str:
 
 
 def print_listing(conn: psycopg.Connection, *, limit: int, as_json: bool) -> None:
+    mode = summaries.require_mode(conn)
     rows = summaries.newest(conn, limit)
-    job = summaries.refresh_job(conn)
+    job, *_, note = health.find_job(conn, cron_database())
     total = conn.execute("SELECT count(*) FROM otel_trace_summaries").fetchone()[0]
     if as_json:
         print(
             json.dumps(
-                {"traces_in_view": total, "newest": rows, "refresh_job": job and job.__dict__},
+                {
+                    "mode": mode,
+                    "traces_in_view": total,
+                    "newest": rows,
+                    "refresh_job": job and job.__dict__,
+                },
                 default=_json_default,
                 indent=2,
             )
@@ -148,7 +154,7 @@ def print_listing(conn: psycopg.Connection, *, limit: int, as_json: bool) -> Non
         "status",
         "services",
     ]
-    print(f"newest {len(rows)} of {total:,} traces in otel_trace_summaries:\n")
+    print(f"newest {len(rows)} of {total:,} traces in otel_trace_summaries ({mode} mode):\n")
     print(render_table(headers, [format_row(r) for r in rows]))
     print()
     if job:
@@ -157,7 +163,7 @@ def print_listing(conn: psycopg.Connection, *, limit: int, as_json: bool) -> Non
             f"  ({'active' if job.active else 'INACTIVE'})"
         )
     else:
-        print("no pg_cron refresh job: refresh by hand (trace-summaries refresh)")
+        print(f"no pg_cron refresh job ({note}): refresh by hand (trace-summaries refresh)")
 
 
 def _json_default(value: Any) -> Any:
@@ -169,10 +175,13 @@ def _json_default(value: Any) -> Any:
 def cmd_list(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise CommandError("--limit must be at least 1")
-    with connect() as conn:
-        require_view(conn)
+    with connect(autocommit=True) as conn:
         print_listing(conn, limit=args.limit, as_json=args.json)
     return 0
+
+
+def cron_database() -> str:
+    return options.value("cron_database", {})
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
@@ -180,21 +189,36 @@ def cmd_refresh(args: argparse.Namespace) -> int:
         raise CommandError("--every must be a positive number of seconds")
     if args.every is None:
         with connect(autocommit=True) as conn:
-            require_view(conn)
-            outcome = summaries.refresh_unless_running(conn)
-        print(describe_outcome(outcome))
+            outcome = summaries.refresh(conn, full=args.full)
+        if args.json:
+            print(json.dumps(outcome.__dict__, default=_json_default, indent=2))
+        else:
+            print(describe_outcome(outcome))
         return 0 if outcome.refreshed else 3
-    return refresh_forever(args.every)
+    return refresh_forever(args.every, full=args.full)
 
 
 def describe_outcome(outcome: summaries.RefreshOutcome) -> str:
     stamp = time.strftime("%H:%M:%S")
-    if outcome.refreshed:
+    if not outcome.refreshed:
+        return f"{stamp} skipped: {outcome.reason}"
+    if outcome.mode == "view":
         return f"{stamp} refreshed otel_trace_summaries concurrently in {outcome.seconds:.2f}s"
-    return f"{stamp} skipped: {outcome.reason}"
+    detail = outcome.detail
+    if detail.get("kind") == "full":
+        what = (
+            f"rebuilt in {detail.get('ranges')} range(s) ({outcome.reason}): "
+            f"{detail.get('upserted', 0):,} rows written, {detail.get('deleted', 0):,} deleted"
+        )
+    else:
+        what = (
+            f"{detail.get('keys', 0):,} traces recomputed, {detail.get('upserted', 0):,} rows "
+            f"written, {detail.get('deleted', 0):,} deleted"
+        )
+    return f"{stamp} refreshed otel_trace_summaries incrementally in {outcome.seconds:.2f}s: {what}"
 
 
-def refresh_forever(every: float) -> int:
+def refresh_forever(every: float, *, full: bool = False) -> int:
     """Refresh every ``every`` seconds until Ctrl-C or SIGTERM; failures are retried next tick."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(f"refreshing otel_trace_summaries every {every:g}s (Ctrl-C stops)", flush=True)
@@ -205,9 +229,9 @@ def refresh_forever(every: float) -> int:
             try:
                 if conn is None or conn.closed:
                     conn = connect(autocommit=True)
-                    require_view(conn)
-                print(describe_outcome(summaries.refresh_unless_running(conn)), flush=True)
-            except (psycopg.Error, CommandError) as error:
+                print(describe_outcome(summaries.refresh(conn, full=full)), flush=True)
+                full = False  # once is enough
+            except (psycopg.Error, CommandError, summaries.NotInstalledError) as error:
                 message = " ".join(str(error).split())
                 print(
                     f"{time.strftime('%H:%M:%S')} FAILED: {message}; retrying in {every:g}s",
@@ -237,34 +261,38 @@ def refresh_forever(every: float) -> int:
             conn.close()
 
 
-# -- status -------------------------------------------------------------------
+# -- status ---------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace) -> int:
     with connect(autocommit=True) as conn:
-        require_view(conn)
-        health = summaries.health(conn, schedule_seconds=args.schedule_seconds)
+        report = health.health(conn, args.schedule_seconds, cron_database())
     if args.json:
-        print(json.dumps(health_payload(health), default=_json_default, indent=2))
+        print(json.dumps(health_payload(report), default=_json_default, indent=2))
     else:
-        print(render_health(health))
-    return 0 if health.healthy else 2
+        print(render_health(report))
+    return 0 if report.healthy else 2
 
 
-def health_payload(health: summaries.Health) -> dict[str, Any]:
-    last = health.last_run
+def health_payload(report: health.Health) -> dict[str, Any]:
+    last = report.last_run
     return {
-        "healthy": health.healthy,
-        "problems": list(health.problems),
-        "checked_at": health.checked_at,
-        "rows": health.rows,
-        "size_bytes": health.size_bytes,
-        "populated": health.populated,
-        "newest_trace_in_view": health.newest_in_view,
-        "newest_span": health.newest_span,
-        "lag_seconds": health.lag_seconds,
-        "stale_after_seconds": health.stale_after_seconds,
-        "refresh_job": health.job and health.job.__dict__,
+        "healthy": report.healthy,
+        "problems": list(report.problems),
+        "mode": report.mode,
+        "checked_at": report.checked_at,
+        "rows": report.rows,
+        "size_bytes": report.size_bytes,
+        "populated": report.populated,
+        "installed_at": report.installed_at,
+        "newest_trace_in_view": report.newest_in_view,
+        "newest_span": report.newest_span,
+        "lag_seconds": report.lag_seconds,
+        "stale_after_seconds": report.stale_after_seconds,
+        "pg_cron_database": report.cron_database,
+        "pg_cron_note": report.cron_note,
+        "refresh_job": report.job and report.job.__dict__,
         "last_run": last and {**last.__dict__, "seconds": last.seconds},
-        "last_success_at": health.last_success_at,
+        "last_success_at": report.last_success_at,
+        "incremental": report.incremental and report.incremental.__dict__,
     }
 
 
@@ -275,36 +303,108 @@ def _ago(moment: datetime | None, now: datetime) -> str:
     return f"{moment.astimezone().strftime('%Y-%m-%d %H:%M:%S')} ({seconds:.0f}s ago)"
 
 
-def render_health(health: summaries.Health) -> str:
-    now = health.checked_at
+def render_health(report: health.Health) -> str:
+    now = report.checked_at
     lines = [
-        f"otel_trace_summaries: {'OK' if health.healthy else 'PROBLEM'}",
-        f"  rows               {health.rows:,} ({health.size_bytes / 2**20:.1f} MiB)",
-        f"  newest trace       {_ago(health.newest_in_view, now)}",
-        f"  newest span        {_ago(health.newest_span, now)}",
-        f"  lag                {health.lag_seconds:.0f}s"
-        f" (stale after {health.stale_after_seconds:.0f}s)",
+        f"otel_trace_summaries: {'OK' if report.healthy else 'PROBLEM'} ({report.mode} mode)",
+        f"  rows               {report.rows:,} ({report.size_bytes / 2**20:.1f} MiB)",
+        f"  newest trace       {_ago(report.newest_in_view, now)}",
+        f"  newest span        {_ago(report.newest_span, now)}",
+        f"  lag                {report.lag_seconds:.0f}s"
+        f" (stale after {report.stale_after_seconds:.0f}s)",
     ]
-    if health.job is None:
+    inc = report.incremental
+    if inc is not None:
+        took = "" if inc.last_refresh_seconds is None else f", took {inc.last_refresh_seconds:.2f}s"
+        lines += [
+            f"  last refresh       {inc.last_refresh_kind or '-'} {_ago(inc.last_refresh_at, now)}"
+            f"{took}",
+            f"  backlog            {inc.backlog:,} changed trace ids queued",
+        ]
+        if inc.rebuild_requested:
+            lines.append(f"  rebuild pending    {inc.rebuild_requested}")
+    if report.job is None:
         lines.append(
-            "  pg_cron job        none in this database: refresh with "
+            f"  pg_cron job        none ({report.cron_note}): refresh with "
             "`trace-summaries refresh --every 120` or a CronJob"
         )
     else:
-        job = health.job
+        job = report.job
         lines.append(
             f"  pg_cron job        {job.jobid} '{job.jobname}' {job.schedule}"
-            f"{'' if job.active else ' (INACTIVE)'}"
+            f" in database {report.cron_database}{'' if job.active else ' (INACTIVE)'}"
         )
-        last = health.last_run
+        last = report.last_run
         if last is None:
             lines.append("  last run           none yet")
         else:
             took = "" if last.seconds is None else f", took {last.seconds:.2f}s"
             lines.append(f"  last run           {last.status} {_ago(last.started_at, now)}{took}")
-        lines.append(f"  last success       {_ago(health.last_success_at, now)}")
-    lines += [f"  problem            {problem}" for problem in health.problems]
+        lines.append(f"  last success       {_ago(report.last_success_at, now)}")
+    lines += [f"  problem            {problem}" for problem in report.problems]
     return "\n".join(lines)
+
+
+# -- verify -----------------------------------------------------------------------
+def cmd_verify(args: argparse.Namespace) -> int:
+    with connect(autocommit=True) as conn:
+        result = summaries.verify(conn)
+    if args.json:
+        print(json.dumps(result.__dict__, default=_json_default, indent=2))
+    elif result.note:
+        print(f"otel_trace_summaries ({result.mode} mode): {result.note}")
+    else:
+        verdict = "EXACT" if result.exact else "DIFFERS"
+        print(
+            f"otel_trace_summaries: {verdict}: {result.rows:,} rows compared with the definition "
+            f"at window boundary {result.boundary}; {result.missing:,} missing, "
+            f"{result.unexpected:,} unexpected; {result.pending_keys:,} traces with changes queued "
+            "for the next refresh were left out"
+        )
+        for example in result.examples:
+            print(f"  {example}")
+    return 0 if result.exact else 2
+
+
+# -- switch -----------------------------------------------------------------------
+def cmd_switch(args: argparse.Namespace) -> int:
+    try:
+        lock_timeout = options.duration(args.lock_timeout)
+    except ValueError as error:
+        raise CommandError(f"--lock-timeout must be {error}") from None
+    url = resolve_database_url()
+    safe_url = url.render_as_string(hide_password=True)
+    engine = create_engine(
+        url,
+        poolclass=pool.NullPool,
+        connect_args={"application_name": f"{migrating.APPLICATION_NAME}: switch"},
+    )
+    print(f"switching otel_trace_summaries to {args.mode} mode on {safe_url}", flush=True)
+    try:
+        with engine.connect() as connection:
+            migrating.configure_session(connection, lock_timeout)
+            with (
+                migrating.migration_lock(
+                    connection,
+                    wait=options.value("migration_lock_wait", {}),
+                    lock_timeout=lock_timeout,
+                ),
+                install_notice_logger(connection),
+            ):
+                report = modes.switch(connection, args.mode, cron_database=cron_database())
+    except (modes.SwitchError, migrating.MigrationLockBusyError) as error:
+        raise CommandError(str(error)) from None
+    except exc.DBAPIError as error:
+        raise CommandError(describe_database_error(error, safe_url)) from None
+    finally:
+        engine.dispose()
+    print(
+        f"switched from {report.source} to {report.target} mode: built beside the old one in "
+        f"{report.build_seconds:.1f}s, swapped in {report.swap_seconds * 1000:.0f} ms"
+    )
+    if report.job:
+        print(report.job)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -316,37 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    local = sub.add_parser("local", help="the local PostgreSQL cluster of `make run`")
-    local.add_argument("action", choices=["start", "stop", "status", "url"])
-    local.set_defaults(func=cmd_local)
-
-    demo_parser = sub.add_parser("demo", help="load demo spans, refresh, list the newest traces")
-    demo_parser.add_argument("--traces", type=int, default=5_000, help="traces to load (5000)")
-    demo_parser.add_argument("--seed", type=int, help="random seed (random by default)")
-    demo_parser.set_defaults(func=cmd_demo)
-
-    listing = sub.add_parser("list", help="the newest trace summaries and the pg_cron job")
-    listing.add_argument("--limit", type=int, default=10, help="rows to show (10)")
-    listing.add_argument("--json", action="store_true", help="machine-readable output")
-    listing.set_defaults(func=cmd_list)
-
-    refresh = sub.add_parser(
-        "refresh",
-        help="REFRESH MATERIALIZED VIEW CONCURRENTLY now, or every N seconds",
-        description="Refresh the view concurrently. Two refreshers never overlap (advisory "
-        "lock): a refresh that finds another running is skipped (exit status 3).",
-    )
-    refresh.add_argument(
-        "--every",
-        type=float,
-        metavar="SECONDS",
-        help="keep refreshing, every SECONDS (for deployments without pg_cron)",
-    )
-    refresh.set_defaults(func=cmd_refresh)
-
     status = sub.add_parser(
         "status",
-        help="is the view fresh? exit 0 when healthy, 2 when stale or the last run failed",
+        help="is it fresh? exit 0 when healthy, 2 when stale or the last run failed",
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument(
@@ -356,6 +428,60 @@ def build_parser() -> argparse.ArgumentParser:
         help="the refresh schedule; stale after twice this (120)",
     )
     status.set_defaults(func=cmd_status)
+
+    refresh = sub.add_parser(
+        "refresh",
+        help="refresh now (either mode), or every N seconds",
+        description="View mode: REFRESH MATERIALIZED VIEW CONCURRENTLY. Incremental mode: "
+        "recompute what changed. Two refreshers never overlap (advisory lock): a refresh that "
+        "finds another running is skipped (exit status 3).",
+    )
+    refresh.add_argument(
+        "--every",
+        type=float,
+        metavar="SECONDS",
+        help="keep refreshing, every SECONDS (for deployments without pg_cron)",
+    )
+    refresh.add_argument(
+        "--full", action="store_true", help="incremental mode: rebuild everything (once)"
+    )
+    refresh.add_argument("--json", action="store_true", help="machine-readable output")
+    refresh.set_defaults(func=cmd_refresh)
+
+    verify = sub.add_parser(
+        "verify",
+        help="compare the summaries with their definition on the live database (exit 2 if not)",
+    )
+    verify.add_argument("--json", action="store_true", help="machine-readable output")
+    verify.set_defaults(func=cmd_verify)
+
+    switch = sub.add_parser(
+        "switch",
+        help="switch an installed database between view and incremental mode",
+        description="Builds the new relation beside the old one, then swaps them in one "
+        "short transaction; readers keep reading throughout.",
+    )
+    switch.add_argument("mode", choices=["view", "incremental"])
+    switch.add_argument(
+        "--lock-timeout",
+        default=options.value("lock_timeout", {}),
+        help="how long the swap may wait for its locks (default: the migrations' lock_timeout)",
+    )
+    switch.set_defaults(func=cmd_switch)
+
+    listing = sub.add_parser("list", help="the newest trace summaries and the pg_cron job")
+    listing.add_argument("--limit", type=int, default=10, help="rows to show (10)")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(func=cmd_list)
+
+    demo_parser = sub.add_parser("demo", help="load demo spans, refresh, list the newest traces")
+    demo_parser.add_argument("--traces", type=int, default=5_000, help="traces to load (5000)")
+    demo_parser.add_argument("--seed", type=int, help="random seed (random by default)")
+    demo_parser.set_defaults(func=cmd_demo)
+
+    local = sub.add_parser("local", help="the local PostgreSQL cluster of `make run`")
+    local.add_argument("action", choices=["start", "stop", "status", "url"])
+    local.set_defaults(func=cmd_local)
     return parser
 
 
@@ -367,7 +493,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return args.func(args)
-    except (CommandError, ConfigError, LocalClusterError) as error:
+    except (
+        CommandError,
+        ConfigError,
+        LocalClusterError,
+        summaries.NotInstalledError,
+        options.OptionError,
+    ) as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 1
     except psycopg.Error as error:

@@ -21,11 +21,14 @@ NOTICE_LOG = logging.getLogger("cnpg_trace_summaries.notices")
 # Schemes people paste: Heroku-style postgres://, libpq's postgresql://, and
 # SQLAlchemy's explicit postgresql+psycopg://. All end up on psycopg 3.
 _ACCEPTED_SCHEMES = ("postgres", "postgresql", "postgresql+psycopg")
-_LOCK_TIMEOUT_RE = re.compile(r"^\d+\s*(us|ms|s|min|h|d)?$")
 
 
 class ConfigError(Exception):
     """A setting is missing or malformed; the message says which and what to do."""
+
+
+class MigrationError(Exception):
+    """A revision cannot go on; the message is the one line the person running it sees."""
 
 
 def normalize_url(raw: str) -> URL:
@@ -73,25 +76,16 @@ def describe_database_error(error: exc.DBAPIError, safe_url: str) -> str:
     orig = error.orig
     diag = getattr(orig, "diag", None)
     primary = getattr(diag, "message_primary", None)
-    if error.statement is None or primary is None:
+    reason = " ".join(str(orig).split())
+    if error.statement is None or (primary is None and error.connection_invalidated):
         # Failed to connect (host down, wrong password, unknown database...).
-        reason = " ".join(str(orig).split())
-        reason = reason.removeprefix("connection failed: ")
-        return f"cannot connect to {safe_url}: {reason}"
+        return f"cannot connect to {safe_url}: {reason.removeprefix('connection failed: ')}"
+    if primary is None:
+        return f"migration failed on {safe_url}: {reason}"
     line = f"migration failed on {safe_url}: {primary} (SQLSTATE {orig.sqlstate})"
     if diag.message_hint:
         line += f"; hint: {' '.join(diag.message_hint.split())}"
     return line
-
-
-def validate_lock_timeout(raw: str) -> str:
-    value = raw.strip()
-    if not _LOCK_TIMEOUT_RE.match(value):
-        raise SystemExit(
-            f"alembic: lock_timeout must be a number with an optional unit "
-            f"(ms, s, min), like 5s; got {raw!r}"
-        )
-    return value
 
 
 @contextlib.contextmanager
@@ -99,12 +93,17 @@ def install_notice_logger(connection: Connection) -> Iterator[None]:
     """Log every server NOTICE/WARNING that arrives on ``connection``.
 
     psycopg drops notices unless a handler is registered; the migrations use
-    them to say whether pg_cron now refreshes the view or a person has to.
+    them to say whether pg_cron now refreshes the summaries or a person has to.
+    A NOTICE with a SQLSTATE of class 01 ("warning"), which the revisions give
+    to "automatic refresh is OFF", is logged at WARNING, like a WARNING.
     """
     driver_connection = connection.connection.driver_connection
 
     def handler(diagnostic) -> None:
-        level = logging.WARNING if diagnostic.severity_nonlocalized == "WARNING" else logging.INFO
+        warns = diagnostic.severity_nonlocalized == "WARNING" or (
+            diagnostic.sqlstate or ""
+        ).startswith("01")
+        level = logging.WARNING if warns else logging.INFO
         message = diagnostic.message_primary or ""
         if diagnostic.message_hint:
             message += f" (hint: {diagnostic.message_hint})"

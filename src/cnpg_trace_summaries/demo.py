@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from cnpg_trace_summaries.schema import (
+from cnpg_trace_summaries.contract import (
     SPAN_COLUMNS,
     STATUS_ERROR,
     STATUS_OK,

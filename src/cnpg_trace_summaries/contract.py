@@ -1,0 +1,157 @@
+"""The contract: every name, interval and identity the database holds us to, defined once.
+
+The revisions, the console command, the benchmark and the tests all read
+these. A value here names something that already exists in users' databases
+(a relation, a pg_cron job, an advisory lock), so changing one after a release
+means a new revision that moves the old object to the new name; the frozen
+values are pinned by ``tests/test_contract.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PROJECT = "cnpg-trace-summaries"
+
+# Alembic's history of this project, in a version table of its own, so that an
+# application's own Alembic history in the same database is left alone.
+VERSION_TABLE = "cnpg_trace_summaries_version"
+
+# -- relations ------------------------------------------------------------------------
+TRACES_TABLE = "otel_traces"
+SUMMARIES = "otel_trace_summaries"  # a materialized view, or a table in incremental mode
+
+SUMMARY_INDEXES = (
+    "idx_trace_summaries_trace_id",
+    "idx_trace_summaries_timestamp",
+    "idx_trace_summaries_service_timestamp",
+)
+UNIQUE_SUMMARY_INDEX = SUMMARY_INDEXES[0]
+
+# Written into the comment of every relation this project creates; only such
+# relations are ever dropped or replaced.
+CREATED_MARKER = "created by cnpg-trace-summaries"
+
+# The 14 columns of otel_trace_summaries, in order, with their types.
+SUMMARY_COLUMN_TYPES = {
+    "trace_id": "text",
+    "timestamp": "timestamp with time zone",
+    "root_span_id": "text",
+    "root_span_name": "text",
+    "root_service_name": "text",
+    "root_span_kind": "integer",
+    "start_time_unix_nano": "bigint",
+    "end_time_unix_nano": "bigint",
+    "duration_ms": "double precision",
+    "status_code": "integer",
+    "status_message": "text",
+    "service_set": "text[]",
+    "span_count": "bigint",
+    "error_count": "bigint",
+}
+SUMMARY_COLUMNS = tuple(SUMMARY_COLUMN_TYPES)
+
+# Columns of otel_traces a writer fills (created_at has a default).
+SPAN_COLUMNS = (
+    "timestamp",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "name",
+    "kind",
+    "start_time_unix_nano",
+    "end_time_unix_nano",
+    "service_name",
+    "service_version",
+    "service_instance",
+    "scope_name",
+    "scope_version",
+    "status_code",
+    "status_message",
+    "attributes",
+    "resource_attributes",
+    "events",
+    "links",
+)
+
+# Indexes of otel_traces that the summaries need: (name, leading column, definition).
+# Revision 00000000000001 creates a missing one concurrently on an adopted table.
+TRACE_INDEXES_FOR_SUMMARIES = (
+    ("idx_otel_traces_trace_id", "trace_id", "(trace_id)"),
+    ("idx_otel_traces_timestamp", "timestamp", '("timestamp")'),
+)
+
+# -- incremental mode -------------------------------------------------------------------
+DIRTY_TABLE = "otel_trace_summaries_dirty"
+STATE_TABLE = "otel_trace_summaries_state"
+REFRESH_FUNCTION = "otel_trace_summaries_refresh"
+CAPTURE_FUNCTION = "otel_trace_summaries_capture"
+TRUNCATE_FUNCTION = "otel_trace_summaries_truncated"
+CAPTURE_TRIGGERS = {
+    "INSERT": "otel_trace_summaries_capture_insert",
+    "UPDATE": "otel_trace_summaries_capture_update",
+    "DELETE": "otel_trace_summaries_capture_delete",
+    "TRUNCATE": "otel_trace_summaries_capture_truncate",
+}
+MODES = ("view", "incremental")
+
+# -- the window and the schedule -------------------------------------------------------------
+WINDOW = "7 days"
+WINDOW_DAYS = 7
+REFRESH_SCHEDULE = "*/2 * * * *"
+REFRESH_INTERVAL_SECONDS = 120
+
+# pg_cron's default database, and CloudNativePG's.
+DEFAULT_CRON_DATABASE = "postgres"
+
+# OTLP status codes.
+STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
+
+# -- identities ---------------------------------------------------------------------------------
+# The pg_cron job that refreshes the summaries of one schema of one database,
+# as a SQL expression over {database} and {schema} (SQL expressions themselves).
+# cron.job.jobname is a `name`: 63 bytes at most. A name that fits, and whose
+# database name has no '.', is kept readable: otel_trace_summaries:<db>.<schema>.
+# Any other is cut, at a character boundary, to 52 bytes and given a hash of
+# both names (quoted, so the split is unambiguous), so that long and non-ASCII
+# names never share a job and `name` never cuts them again.
+JOB_NAME_SQL = """(SELECT CASE
+    WHEN octet_length(job.readable) <= 63 AND strpos({database}, '.') = 0 THEN job.readable
+    ELSE (SELECT left(job.readable, n) FROM generate_series(least(char_length(job.readable), 52), 0, -1) AS n
+          WHERE octet_length(left(job.readable, n)) <= 52 LIMIT 1)
+         || '~' || left(md5(quote_ident({database}) || '.' || quote_ident({schema})), 10)
+    END
+FROM (SELECT 'otel_trace_summaries:' || {database} || '.' || {schema} AS readable) AS job)"""
+
+# Advisory locks, as the two int4 keys of pg_advisory_lock(int4, int4); the
+# second is the schema, so that schemas of one database migrate independently.
+MIGRATION_LOCK_CLASS = 7_362_001  # env.py: one migrator at a time
+REFRESH_LOCK_CLASS = 7_362_002  # one refresher at a time (console command, incremental job)
+
+
+def job_name_sql(database: str = "current_database()", schema: str = "current_schema()") -> str:
+    """:data:`JOB_NAME_SQL` over two SQL expressions (by default: here)."""
+    return JOB_NAME_SQL.format(database=database, schema=schema)
+
+
+def lock_key_sql(lock_class: int, schema: str = "current_schema()") -> str:
+    """The two keys of an advisory lock for ``schema`` (a SQL expression)."""
+    return f"{lock_class}, hashtext({schema})"
+
+
+def job_name(conn: Any, database: str, schema: str) -> str:
+    """The refresh job's name for ``schema`` in ``database``, as the server computes it.
+
+    ``conn`` is any psycopg connection: the rule is the SQL above, never a copy.
+    """
+    return conn.execute(
+        f"SELECT {job_name_sql('%(database)s::text', '%(schema)s::text')}",
+        {"database": database, "schema": schema},
+    ).fetchone()[0]
+
+
+def refresh_command(schema_sql: str, mode: str) -> str:
+    """The SQL expression (over a schema expression) of the command the job runs."""
+    if mode == "view":
+        return f"format('REFRESH MATERIALIZED VIEW CONCURRENTLY %I.{SUMMARIES}', {schema_sql})"
+    return f"format('CALL %I.{REFRESH_FUNCTION}()', {schema_sql})"

@@ -1,0 +1,269 @@
+"""Is otel_trace_summaries fresh? What ``trace-summaries status`` reports, in either mode.
+
+It reads pg_cron's record of the job wherever pg_cron lives (this database,
+or the one :func:`pgcron.locate` finds), the incremental mode's state row and
+backlog, and the data's own lag. Stale means older than two intervals of the
+schedule.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+import psycopg
+
+from cnpg_trace_summaries import pgcron
+from cnpg_trace_summaries.contract import (
+    CAPTURE_TRIGGERS,
+    DIRTY_TABLE,
+    REFRESH_INTERVAL_SECONDS,
+    STATE_TABLE,
+    SUMMARIES,
+    TRACES_TABLE,
+    WINDOW,
+)
+from cnpg_trace_summaries.summaries import require_mode
+
+JOB_SQL = """
+SELECT jobid, jobname, schedule, command, database, username, active
+FROM cron.job WHERE jobname = %s AND database = %s
+"""
+
+LAST_RUN_SQL = """
+SELECT status, return_message, start_time, end_time
+FROM cron.job_run_details
+WHERE jobid = %s AND status IN ('succeeded', 'failed')
+ORDER BY runid DESC
+LIMIT 1
+"""
+
+LAST_SUCCESS_SQL = """
+SELECT end_time FROM cron.job_run_details
+WHERE jobid = %s AND status = 'succeeded'
+ORDER BY runid DESC
+LIMIT 1
+"""
+
+RELATION_SQL = f"""
+SELECT coalesce(m.ispopulated, true), pg_total_relation_size(c.oid),
+       obj_description(c.oid, 'pg_class'), now()
+FROM pg_class AS c
+LEFT JOIN pg_matviews AS m ON m.schemaname = current_schema() AND m.matviewname = c.relname
+WHERE c.oid = to_regclass(format('%I.{SUMMARIES}', current_schema()))
+"""
+
+NEWEST_SPAN_SQL = f"""
+SELECT max("timestamp") FROM {TRACES_TABLE}
+WHERE "timestamp" > now() - interval '{WINDOW}' AND "timestamp" <= now() AND trace_id <> ''
+"""
+
+STATE_SQL = f"""
+SELECT window_boundary, rebuild_requested, rebuild_requested_at, last_refresh_at, last_refresh_kind,
+       last_refresh_seconds, last_refresh_keys, (SELECT count(*) FROM {DIRTY_TABLE})
+FROM {STATE_TABLE}
+"""
+
+LEFTOVER_TRIGGERS_SQL = f"""
+SELECT count(*) FROM pg_trigger
+WHERE tgrelid = to_regclass(format('%%I.{TRACES_TABLE}', current_schema()))
+  AND tgname = ANY(%s)
+"""
+
+INSTALLED_AT = re.compile(r"installed at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)")
+
+
+@dataclass(frozen=True)
+class RefreshJob:
+    jobid: int
+    jobname: str
+    schedule: str
+    command: str
+    database: str
+    username: str
+    active: bool
+
+
+@dataclass(frozen=True)
+class LastRun:
+    status: str
+    message: str
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def seconds(self) -> float | None:
+        if self.finished_at is None or self.started_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class Incremental:
+    """The incremental mode's own record of its refreshes."""
+
+    window_boundary: datetime | None
+    rebuild_requested: str | None
+    rebuild_requested_at: datetime | None
+    last_refresh_at: datetime | None
+    last_refresh_kind: str | None
+    last_refresh_seconds: float | None
+    last_refresh_keys: int | None
+    backlog: int
+
+
+@dataclass(frozen=True)
+class Health:
+    """What ``trace-summaries status`` reports."""
+
+    checked_at: datetime
+    mode: str
+    populated: bool
+    rows: int
+    size_bytes: int
+    installed_at: datetime | None
+    newest_in_view: datetime | None
+    newest_span: datetime | None
+    cron_database: str | None
+    cron_note: str
+    job: RefreshJob | None
+    last_run: LastRun | None
+    last_success_at: datetime | None
+    incremental: Incremental | None
+    stale_after_seconds: float
+    problems: tuple[str, ...]
+
+    @property
+    def lag_seconds(self) -> float:
+        """How far the newest trace in the summaries trails the newest span in the window."""
+        if self.newest_span is None:
+            return 0.0
+        if self.newest_in_view is None:
+            return (self.checked_at - self.newest_span).total_seconds()
+        return max(0.0, (self.newest_span - self.newest_in_view).total_seconds())
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+
+def find_job(
+    conn: psycopg.Connection, cron_database: str = ""
+) -> tuple[RefreshJob | None, LastRun | None, datetime | None, str | None, str]:
+    """This schema's refresh job, its last run and last success, where pg_cron lives.
+
+    Returns (job, last run, last success, pg_cron's database, a note on how it
+    was found or why not).
+    """
+    location = pgcron.locate(conn, cron_database)
+    if location.database is None:
+        return None, None, None, None, location.how
+    name, database = location.facts["job_name"], location.facts["database"]
+    try:
+        cron = conn if location.here else pgcron.connect_to(conn, location.database)
+    except psycopg.Error as error:
+        return None, None, None, location.database, f"cannot read pg_cron's jobs: {error}"
+    try:
+        if cron.execute("SELECT to_regclass('cron.job')").fetchone()[0] is None:
+            return None, None, None, location.database, "pg_cron's extension is not created"
+        row = cron.execute(JOB_SQL, (name, database)).fetchone()
+        if row is None:
+            return None, None, None, location.database, location.how
+        job = RefreshJob(*row)
+        last = cron.execute(LAST_RUN_SQL, (job.jobid,)).fetchone()
+        success = cron.execute(LAST_SUCCESS_SQL, (job.jobid,)).fetchone()
+    except psycopg.Error as error:
+        return None, None, None, location.database, f"cannot read pg_cron's jobs: {error}"
+    finally:
+        if cron is not conn:
+            cron.close()
+    return (
+        job,
+        LastRun(*last) if last else None,
+        success[0] if success else None,
+        location.database,
+        location.how,
+    )
+
+
+def health(
+    conn: psycopg.Connection,
+    schedule_seconds: float = REFRESH_INTERVAL_SECONDS,
+    cron_database: str = "",
+) -> Health:
+    """Read the summaries' freshness; ``conn`` is in autocommit."""
+    mode = require_mode(conn)
+    populated, size_bytes, comment, checked_at = conn.execute(RELATION_SQL).fetchone()
+    rows, newest_in_view = (0, None)
+    if populated:
+        rows, newest_in_view = conn.execute(
+            f'SELECT count(*), max("timestamp") FROM {SUMMARIES}'
+        ).fetchone()
+    newest_span = conn.execute(NEWEST_SPAN_SQL).fetchone()[0]
+    found = INSTALLED_AT.search(comment or "")
+    installed_at = datetime.fromisoformat(found.group(1).replace("Z", "+00:00")) if found else None
+    incremental = None
+    if mode == "incremental":
+        incremental = Incremental(*conn.execute(STATE_SQL).fetchone())
+    job, last_run, last_success_at, where, note = find_job(conn, cron_database)
+
+    stale_after = 2 * schedule_seconds
+    problems: list[str] = []
+
+    def age(moment: datetime | None) -> float:
+        return (checked_at - moment).total_seconds() if moment else float("inf")
+
+    if not populated:
+        problems.append("the view has never been populated")
+    if job is not None and not job.active:
+        problems.append(f"pg_cron job {job.jobid} is inactive")
+    if last_run is not None and last_run.status == "failed":
+        problems.append(f"the last pg_cron run failed: {last_run.message.strip()}")
+    if last_success_at is not None and age(last_success_at) > stale_after:
+        problems.append(
+            f"the last successful refresh was {age(last_success_at):.0f}s ago "
+            f"(> {stale_after:.0f}s)"
+        )
+    if job is not None and last_success_at is None and age(installed_at) > stale_after:
+        since = "" if installed_at is None else f", installed {age(installed_at):.0f}s ago"
+        problems.append(
+            f"pg_cron job {job.jobid} has never succeeded (stale after {stale_after:.0f}s{since})"
+        )
+    if incremental is not None:
+        if incremental.rebuild_requested and age(incremental.rebuild_requested_at) > stale_after:
+            problems.append(f"a full rebuild is pending: {incremental.rebuild_requested}")
+        if age(incremental.last_refresh_at) > stale_after:
+            problems.append(
+                "no incremental refresh has finished in the last "
+                f"{stale_after:.0f}s (last: {incremental.last_refresh_at or 'never'})"
+            )
+    elif conn.execute(LEFTOVER_TRIGGERS_SQL, (list(CAPTURE_TRIGGERS.values()),)).fetchone()[0]:
+        problems.append(
+            "capture triggers of the incremental mode are on otel_traces, but the summaries are a "
+            "materialized view: an interrupted switch; run `trace-summaries switch` again"
+        )
+    result = Health(
+        checked_at=checked_at,
+        mode=mode,
+        populated=populated,
+        rows=rows,
+        size_bytes=size_bytes,
+        installed_at=installed_at,
+        newest_in_view=newest_in_view,
+        newest_span=newest_span,
+        cron_database=where,
+        cron_note=note,
+        job=job,
+        last_run=last_run,
+        last_success_at=last_success_at,
+        incremental=incremental,
+        stale_after_seconds=stale_after,
+        problems=(),
+    )
+    if result.lag_seconds > stale_after:
+        problems.append(
+            f"the summaries trail the newest span by {result.lag_seconds:.0f}s "
+            f"(> {stale_after:.0f}s)"
+        )
+    return replace(result, problems=tuple(problems))

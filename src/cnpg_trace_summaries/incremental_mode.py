@@ -1,0 +1,417 @@
+"""The incremental mode: a table kept exact by recomputing only the traces that changed.
+
+The same relation name, the same 14 columns with the same semantics
+(:mod:`.summary_sql`), the same three index names. What keeps it exact:
+
+* statement-level ``AFTER INSERT/UPDATE/DELETE`` triggers on otel_traces, with
+  transition tables, append the trace_ids a statement touched to
+  ``otel_trace_summaries_dirty``: logged, append-only, no unique constraint
+  (a deduplicating table loses updates: a key that a running ingest
+  transaction writes could be consumed before that transaction commits).
+  Spans at or before the stored window boundary are in no summary and will
+  never be again, so they are skipped: retention deletes stay cheap.
+* ``AFTER TRUNCATE`` asks for a full rebuild.
+* ``CALL otel_trace_summaries_refresh()`` (pg_cron, or ``trace-summaries
+  refresh``), one refresher at a time (an advisory lock):
+
+  - claims the dirty keys with ``DELETE ... RETURNING``, adds the traces of
+    spans between the previous window boundary and the new one, recomputes
+    just those with one index lookup per trace, deletes the summaries of
+    traces with no span left in the window, and upserts the others only
+    where a column changed; all in one transaction, with one snapshot;
+  - above a backlog (after an outage, on the first run, after a TRUNCATE)
+    rebuilds everything instead, in ranges of trace_id committed one by one,
+    so that no transaction runs long and readers never wait.
+
+Why it is exact: a change to a span and its dirty key commit together, so a
+claimed key's change is visible to the recomputation in the same snapshot,
+and an unclaimed key stays for the next refresh. A summary depends only on
+its trace's spans inside the window, so a row can change only through a
+dirty key or a span crossing the boundary, and both are recomputed.
+
+The functions pin their search_path (pg_catalog first for the trigger, which
+runs as its owner so that ingest roles need no grant on the helper tables).
+The procedure cannot pin one (a procedure with SET cannot COMMIT), so it is
+created with its schema written into its body.
+"""
+
+from __future__ import annotations
+
+from cnpg_trace_summaries.contract import (
+    CAPTURE_FUNCTION,
+    CAPTURE_TRIGGERS,
+    CREATED_MARKER,
+    DIRTY_TABLE,
+    REFRESH_FUNCTION,
+    REFRESH_LOCK_CLASS,
+    STATE_TABLE,
+    SUMMARIES,
+    SUMMARY_COLUMN_TYPES,
+    SUMMARY_COLUMNS,
+    TRACES_TABLE,
+    TRUNCATE_FUNCTION,
+    WINDOW,
+    lock_key_sql,
+)
+from cnpg_trace_summaries.summary_sql import keyed_query, window_query
+from cnpg_trace_summaries.view_mode import SUMMARIES_STORAGE, comment, create_indexes
+
+# Functions that do one unit of work each, in one transaction.
+APPLY_FUNCTION = "otel_trace_summaries_apply_changes"
+REBUILD_PLAN_FUNCTION = "otel_trace_summaries_rebuild_plan"
+REBUILD_BATCH_FUNCTION = "otel_trace_summaries_rebuild_range"
+# A full rebuild commits after about this many spans.
+SPANS_PER_REBUILD_BATCH = 1_000_000
+
+REFUSE_HYPERTABLE = f"""
+DO $guard$
+DECLARE
+    hypertable boolean := false;
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
+        EXECUTE 'SELECT count(*) > 0 FROM timescaledb_information.hypertables '
+                'WHERE hypertable_schema = current_schema() AND hypertable_name = ''{TRACES_TABLE}'''
+            INTO hypertable;
+    END IF;
+    IF hypertable THEN
+        RAISE EXCEPTION 'otel_traces in schema % is a TimescaleDB hypertable: the incremental mode refuses it',
+                current_schema()
+            USING HINT = 'Older TimescaleDB releases reject transition-table triggers on hypertables '
+                         'when a row is inserted, which would stop ingest. Use the view mode (the default).';
+    END IF;
+END
+$guard$
+"""
+
+
+def create_table(relation: str = SUMMARIES) -> str:
+    columns = ",\n    ".join(
+        f'"{name}" {kind}' + (" NOT NULL" if name == "trace_id" else "")
+        for name, kind in SUMMARY_COLUMN_TYPES.items()
+    )
+    return f"CREATE TABLE {relation} (\n    {columns}\n) WITH {SUMMARIES_STORAGE}"
+
+
+CREATE_DIRTY = f"""
+CREATE TABLE {DIRTY_TABLE} (trace_id text NOT NULL)
+WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 20000,
+      autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_insert_threshold = 20000)
+"""
+
+CREATE_STATE = f"""
+CREATE TABLE {STATE_TABLE} (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    window_boundary timestamptz,
+    rebuild_requested text,
+    rebuild_requested_at timestamptz,
+    full_refresh_above bigint,
+    installed_at timestamptz NOT NULL DEFAULT now(),
+    last_refresh_at timestamptz,
+    last_refresh_kind text,
+    last_refresh_seconds double precision,
+    last_refresh_keys bigint,
+    last_refresh_upserted bigint,
+    last_refresh_deleted bigint,
+    last_full_refresh_at timestamptz
+)
+"""
+
+INIT_STATE = f"""
+INSERT INTO {STATE_TABLE} (rebuild_requested, rebuild_requested_at) VALUES ('installed', now())
+"""
+
+HELPER_COMMENTS = [
+    f"COMMENT ON TABLE {DIRTY_TABLE} IS 'trace_ids whose summaries must be recomputed, appended by "
+    f"triggers on otel_traces and claimed by {REFRESH_FUNCTION}() ({CREATED_MARKER})'",
+    f"COMMENT ON TABLE {STATE_TABLE} IS 'the incremental refresh''s window boundary, pending "
+    f"rebuild and last run ({CREATED_MARKER}); full_refresh_above: dirty keys above which a "
+    f"refresh rebuilds everything (NULL: a third of the summaries, at least 100000)'",
+]
+
+_SET_COLUMNS = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in SUMMARY_COLUMNS[1:])
+_OLD_ROW = ", ".join(f's."{c}"' for c in SUMMARY_COLUMNS[1:])
+_NEW_ROW = ", ".join(f'EXCLUDED."{c}"' for c in SUMMARY_COLUMNS[1:])
+_COLUMNS = ", ".join(f'"{c}"' for c in SUMMARY_COLUMNS)
+
+# Upsert the rows of a CTE named "computed", rewriting only rows that changed.
+UPSERT_COMPUTED = f"""INSERT INTO {SUMMARIES} AS s ({_COLUMNS})
+        SELECT {_COLUMNS} FROM computed
+        ON CONFLICT (trace_id) DO UPDATE SET {_SET_COLUMNS}
+        WHERE ({_OLD_ROW}) IS DISTINCT FROM ({_NEW_ROW})
+        RETURNING 1"""
+
+CAPTURE = f"""
+CREATE FUNCTION {CAPTURE_FUNCTION}() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER AS $capture$
+DECLARE
+    boundary constant timestamptz :=
+        coalesce((SELECT window_boundary FROM {STATE_TABLE}), '-infinity');
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO {DIRTY_TABLE} (trace_id)
+        SELECT DISTINCT trace_id FROM captured_new WHERE "timestamp" > boundary AND trace_id <> '';
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO {DIRTY_TABLE} (trace_id)
+        SELECT DISTINCT trace_id FROM captured_old WHERE "timestamp" > boundary AND trace_id <> '';
+    ELSE
+        INSERT INTO {DIRTY_TABLE} (trace_id)
+        SELECT trace_id FROM captured_new WHERE "timestamp" > boundary AND trace_id <> ''
+        UNION
+        SELECT trace_id FROM captured_old WHERE "timestamp" > boundary AND trace_id <> '';
+    END IF;
+    RETURN NULL;
+END
+$capture$
+"""
+
+TRUNCATED = f"""
+CREATE FUNCTION {TRUNCATE_FUNCTION}() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER AS $truncated$
+BEGIN
+    UPDATE {STATE_TABLE}
+    SET rebuild_requested = 'otel_traces was truncated', rebuild_requested_at = clock_timestamp();
+    RETURN NULL;
+END
+$truncated$
+"""
+
+# One incremental refresh: claim, add boundary crossers, recompute, apply.
+APPLY = f"""
+CREATE FUNCTION {APPLY_FUNCTION}(new_boundary timestamptz) RETURNS jsonb
+LANGUAGE plpgsql AS $apply$
+DECLARE
+    previous timestamptz;
+    n_claimed bigint;
+    n_keys bigint;
+    n_upserted bigint;
+    n_deleted bigint;
+BEGIN
+    SELECT window_boundary INTO previous FROM {STATE_TABLE} FOR UPDATE;
+    new_boundary := greatest(new_boundary, previous);
+    WITH claimed AS (
+        DELETE FROM {DIRTY_TABLE} RETURNING trace_id
+    ), crossing AS (
+        SELECT trace_id FROM {TRACES_TABLE}
+        WHERE "timestamp" > previous AND "timestamp" <= new_boundary AND trace_id <> ''
+    ), keys AS (
+        SELECT trace_id FROM claimed UNION SELECT trace_id FROM crossing
+    ), computed AS MATERIALIZED (
+        {keyed_query("keys", "new_boundary")}
+    ), removed AS (
+        DELETE FROM {SUMMARIES} AS s USING keys AS k
+        WHERE s.trace_id = k.trace_id
+          AND NOT EXISTS (SELECT 1 FROM computed AS c WHERE c.trace_id = k.trace_id)
+        RETURNING 1
+    ), upserted AS (
+        {UPSERT_COMPUTED}
+    )
+    SELECT (SELECT count(*) FROM claimed), (SELECT count(*) FROM keys),
+           (SELECT count(*) FROM upserted), (SELECT count(*) FROM removed)
+    INTO n_claimed, n_keys, n_upserted, n_deleted;
+    UPDATE {STATE_TABLE} SET window_boundary = new_boundary;
+    RETURN jsonb_build_object('kind', 'incremental', 'claimed', n_claimed, 'keys', n_keys,
+                              'upserted', n_upserted, 'deleted', n_deleted);
+END
+$apply$
+"""
+
+# The ranges a full rebuild commits one by one: trace_id boundaries from the
+# planner's histogram, about SPANS_PER_REBUILD_BATCH spans each; NULL = open.
+REBUILD_PLAN = f"""
+CREATE FUNCTION {REBUILD_PLAN_FUNCTION}() RETURNS text[]
+LANGUAGE sql STABLE AS $plan$
+    WITH stats AS (
+        SELECT CAST(histogram_bounds AS text) AS bounds,
+               (SELECT greatest(reltuples, 0) FROM pg_class
+                WHERE oid = to_regclass('{TRACES_TABLE}')) AS spans
+        FROM pg_stats
+        WHERE schemaname = current_schema() AND tablename = '{TRACES_TABLE}' AND attname = 'trace_id'
+    ), bounds AS (
+        SELECT bound, ordinality, CAST(array_length(CAST(bounds AS text[]), 1) AS bigint) AS buckets, spans
+        FROM stats, unnest(CAST(bounds AS text[])) WITH ORDINALITY AS b(bound, ordinality)
+    )
+    SELECT coalesce(array_agg(bound ORDER BY ordinality), '{{}}')
+    FROM bounds
+    WHERE ordinality > 1 AND ordinality < buckets
+      AND (ordinality - 1)
+          % CAST(greatest(1, ceil({SPANS_PER_REBUILD_BATCH} / greatest(spans / buckets, 1))) AS bigint) = 0
+$plan$
+"""
+
+REBUILD_RANGE = f"""
+CREATE FUNCTION {REBUILD_BATCH_FUNCTION}(boundary timestamptz, low text, high text) RETURNS jsonb
+LANGUAGE plpgsql AS $range$
+DECLARE
+    n_upserted bigint;
+    n_deleted bigint;
+BEGIN
+    WITH computed AS MATERIALIZED (
+        {window_query("boundary", "(low IS NULL OR trace_id >= low) AND (high IS NULL OR trace_id < high)")}
+    ), removed AS (
+        DELETE FROM {SUMMARIES} AS s
+        WHERE (low IS NULL OR s.trace_id >= low) AND (high IS NULL OR s.trace_id < high)
+          AND NOT EXISTS (SELECT 1 FROM computed AS c WHERE c.trace_id = s.trace_id)
+        RETURNING 1
+    ), upserted AS (
+        {UPSERT_COMPUTED}
+    )
+    SELECT (SELECT count(*) FROM upserted), (SELECT count(*) FROM removed) INTO n_upserted, n_deleted;
+    RETURN jsonb_build_object('upserted', n_upserted, 'deleted', n_deleted);
+END
+$range$
+"""
+
+# The procedure the job CALLs. Its body names its schema (%1$I): a procedure
+# that pins its search_path cannot COMMIT. It decides between an incremental
+# refresh and a full rebuild, runs it, records it in the state row.
+PROCEDURE_BODY = f"""
+CREATE PROCEDURE %1$I.{REFRESH_FUNCTION}(full_rebuild boolean DEFAULT false, INOUT outcome jsonb DEFAULT NULL)
+LANGUAGE plpgsql AS $refresh$
+DECLARE
+    started constant timestamptz := clock_timestamp();
+    boundary timestamptz := now() - interval '{WINDOW}';
+    state %1$I.{STATE_TABLE};
+    backlog bigint;
+    limit_keys bigint;
+    summaries bigint;
+    ranges text[];
+    low text;
+    result jsonb;
+    totals jsonb := jsonb_build_object('upserted', 0, 'deleted', 0);
+    reason text;
+BEGIN
+    IF NOT pg_try_advisory_lock({lock_key_sql(REFRESH_LOCK_CLASS, "%1$L")}) THEN
+        outcome := jsonb_build_object('refreshed', false, 'reason', 'another refresher holds the lock');
+        RETURN;
+    END IF;
+    SELECT * INTO state FROM %1$I.{STATE_TABLE};
+    SELECT count(*) INTO backlog FROM %1$I.{DIRTY_TABLE};
+    summaries := (SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = to_regclass('%1$I.{SUMMARIES}'));
+    limit_keys := coalesce(state.full_refresh_above, greatest(100000, summaries / 3));
+    reason := CASE
+        WHEN full_rebuild THEN 'asked for'
+        WHEN state.rebuild_requested IS NOT NULL THEN state.rebuild_requested
+        WHEN state.window_boundary IS NULL THEN 'no window boundary yet'
+        -- the dirty keys, plus about as many traces as the window moved past
+        WHEN backlog + summaries * extract(epoch FROM boundary - state.window_boundary)
+                                 / extract(epoch FROM interval '{WINDOW}') > limit_keys
+            THEN format('a backlog of about %%s traces (full refresh above %%s)',
+                        round(backlog + summaries * extract(epoch FROM boundary - state.window_boundary)
+                                                  / extract(epoch FROM interval '{WINDOW}')), limit_keys)
+    END;
+    IF reason IS NULL THEN
+        result := %1$I.{APPLY_FUNCTION}(boundary);
+    ELSE
+        -- Claim everything now: each range below is read in a later snapshot.
+        DELETE FROM %1$I.{DIRTY_TABLE};
+        UPDATE %1$I.{STATE_TABLE} SET window_boundary = boundary;
+        ranges := %1$I.{REBUILD_PLAN_FUNCTION}();
+        COMMIT;
+        low := NULL;
+        FOR i IN 1 .. coalesce(array_length(ranges, 1), 0) + 1 LOOP
+            result := %1$I.{REBUILD_BATCH_FUNCTION}(boundary, low, ranges[i]);
+            totals := jsonb_build_object(
+                'upserted', (totals->>'upserted')::bigint + (result->>'upserted')::bigint,
+                'deleted', (totals->>'deleted')::bigint + (result->>'deleted')::bigint);
+            COMMIT;
+            low := ranges[i];
+        END LOOP;
+        result := totals || jsonb_build_object('kind', 'full', 'reason', reason,
+                                               'ranges', coalesce(array_length(ranges, 1), 0) + 1);
+        UPDATE %1$I.{STATE_TABLE}
+        SET rebuild_requested = NULL, rebuild_requested_at = NULL, last_full_refresh_at = clock_timestamp()
+        WHERE rebuild_requested_at IS NULL OR rebuild_requested_at <= started;
+    END IF;
+    UPDATE %1$I.{STATE_TABLE}
+    SET last_refresh_at = clock_timestamp(),
+        last_refresh_kind = result->>'kind',
+        last_refresh_seconds = extract(epoch FROM clock_timestamp() - started),
+        last_refresh_keys = coalesce((result->>'keys')::bigint, (result->>'upserted')::bigint),
+        last_refresh_upserted = (result->>'upserted')::bigint,
+        last_refresh_deleted = (result->>'deleted')::bigint;
+    COMMIT;
+    PERFORM pg_advisory_unlock({lock_key_sql(REFRESH_LOCK_CLASS, "%1$L")});
+    outcome := result || jsonb_build_object('refreshed', true, 'boundary', boundary,
+                                            'seconds', extract(epoch FROM clock_timestamp() - started));
+END
+$refresh$
+"""
+
+CREATE_PROCEDURE = f"""
+DO $create$
+BEGIN
+    EXECUTE format($body${PROCEDURE_BODY}$body$, current_schema());
+END
+$create$
+"""
+
+# Pin every function's search_path to its schema; pg_catalog first where it
+# runs as its owner.
+PIN_SEARCH_PATHS = f"""
+DO $pin$
+BEGIN
+    EXECUTE format('ALTER FUNCTION %1$I.{CAPTURE_FUNCTION}() SET search_path = pg_catalog, %1$I, pg_temp', current_schema());
+    EXECUTE format('ALTER FUNCTION %1$I.{TRUNCATE_FUNCTION}() SET search_path = pg_catalog, %1$I, pg_temp', current_schema());
+    EXECUTE format('ALTER FUNCTION %1$I.{APPLY_FUNCTION}(timestamptz) SET search_path = %1$I, pg_catalog, pg_temp', current_schema());
+    EXECUTE format('ALTER FUNCTION %1$I.{REBUILD_PLAN_FUNCTION}() SET search_path = %1$I, pg_catalog, pg_temp', current_schema());
+    EXECUTE format('ALTER FUNCTION %1$I.{REBUILD_BATCH_FUNCTION}(timestamptz, text, text) SET search_path = %1$I, pg_catalog, pg_temp', current_schema());
+    EXECUTE format('REVOKE ALL ON FUNCTION %1$I.{CAPTURE_FUNCTION}(), %1$I.{TRUNCATE_FUNCTION}() FROM PUBLIC', current_schema());
+END
+$pin$
+"""
+
+# Last in their transaction: CREATE TRIGGER locks otel_traces (SHARE ROW
+# EXCLUSIVE, which inserts wait for) until the transaction commits.
+CREATE_TRIGGERS = [
+    f"CREATE TRIGGER {CAPTURE_TRIGGERS['INSERT']} AFTER INSERT ON {TRACES_TABLE} "
+    f"REFERENCING NEW TABLE AS captured_new FOR EACH STATEMENT EXECUTE FUNCTION {CAPTURE_FUNCTION}()",
+    f"CREATE TRIGGER {CAPTURE_TRIGGERS['UPDATE']} AFTER UPDATE ON {TRACES_TABLE} "
+    "REFERENCING OLD TABLE AS captured_old NEW TABLE AS captured_new "
+    f"FOR EACH STATEMENT EXECUTE FUNCTION {CAPTURE_FUNCTION}()",
+    f"CREATE TRIGGER {CAPTURE_TRIGGERS['DELETE']} AFTER DELETE ON {TRACES_TABLE} "
+    f"REFERENCING OLD TABLE AS captured_old FOR EACH STATEMENT EXECUTE FUNCTION {CAPTURE_FUNCTION}()",
+    f"CREATE TRIGGER {CAPTURE_TRIGGERS['TRUNCATE']} AFTER TRUNCATE ON {TRACES_TABLE} "
+    f"FOR EACH STATEMENT EXECUTE FUNCTION {TRUNCATE_FUNCTION}()",
+]
+
+
+def create_machinery() -> list[str]:
+    """Everything but the summaries table: helper tables, functions, then the triggers."""
+    return [
+        REFUSE_HYPERTABLE,
+        CREATE_DIRTY,
+        CREATE_STATE,
+        INIT_STATE,
+        *HELPER_COMMENTS,
+        CAPTURE,
+        TRUNCATED,
+        APPLY,
+        REBUILD_PLAN,
+        REBUILD_RANGE,
+        CREATE_PROCEDURE,
+        PIN_SEARCH_PATHS,
+        *CREATE_TRIGGERS,
+    ]
+
+
+def create_summaries(relation: str = SUMMARIES, suffix: str = "") -> list[str]:
+    return [create_table(relation), comment("TABLE", "incremental", relation),
+            *create_indexes(relation, suffix)]  # fmt: skip
+
+
+# Fill a new install: a full rebuild, committed range by range, so it must run
+# outside a transaction block (alembic's autocommit block, or psql's autocommit).
+BUILD = f"CALL {REFRESH_FUNCTION}(full_rebuild => true)"
+
+# What removes the machinery, triggers first: (kind, name, how to find it).
+MACHINERY = [
+    *(("TRIGGER", f"{name} ON {TRACES_TABLE}", None) for name in CAPTURE_TRIGGERS.values()),
+    ("PROCEDURE", f"{REFRESH_FUNCTION}(boolean, jsonb)", "to_regprocedure"),
+    ("FUNCTION", f"{APPLY_FUNCTION}(timestamptz)", "to_regprocedure"),
+    ("FUNCTION", f"{REBUILD_BATCH_FUNCTION}(timestamptz, text, text)", "to_regprocedure"),
+    ("FUNCTION", f"{REBUILD_PLAN_FUNCTION}()", "to_regprocedure"),
+    ("FUNCTION", f"{CAPTURE_FUNCTION}()", "to_regprocedure"),
+    ("FUNCTION", f"{TRUNCATE_FUNCTION}()", "to_regprocedure"),
+    ("TABLE", DIRTY_TABLE, "to_regclass"),
+    ("TABLE", STATE_TABLE, "to_regclass"),
+]

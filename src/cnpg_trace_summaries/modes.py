@@ -1,0 +1,265 @@
+"""The two modes of otel_trace_summaries: which one is installed, removing it, switching.
+
+* ``view`` (the default, the spec's): a materialized view, refreshed by
+  ``REFRESH MATERIALIZED VIEW CONCURRENTLY`` (:mod:`.view_mode`).
+* ``incremental``: a table maintained from what changed (:mod:`.incremental_mode`).
+
+:func:`switch` turns one into the other on a live database: it builds the new
+relation beside the old one (readers keep reading the old), then swaps them in
+one short transaction under ``lock_timeout``, and moves the pg_cron job to
+the new command. Switching to incremental creates the capture triggers before
+the new table is filled, so no span written during the switch is missed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import psycopg
+from sqlalchemy import Connection, text
+
+from cnpg_trace_summaries import incremental_mode, pgcron, view_mode
+from cnpg_trace_summaries.contract import (
+    CREATED_MARKER,
+    REFRESH_FUNCTION,
+    REFRESH_LOCK_CLASS,
+    SUMMARIES,
+    lock_key_sql,
+)
+from cnpg_trace_summaries.summary_sql import window_query
+
+log = logging.getLogger(__name__)
+
+NEXT = f"{SUMMARIES}{view_mode.NEXT_SUFFIX}"
+
+INSTALLED_SQL = f"""
+SELECT CASE c.relkind WHEN 'm' THEN 'view' WHEN 'r' THEN 'incremental' END
+FROM pg_class AS c
+WHERE c.oid = to_regclass(format('%I.{SUMMARIES}', current_schema()))
+"""
+
+
+def installed(conn: psycopg.Connection) -> str | None:
+    """``view``, ``incremental``, or None when otel_trace_summaries is not here."""
+    row = conn.execute(INSTALLED_SQL).fetchone()
+    return row[0] if row else None
+
+
+def _drop_machinery_statements() -> str:
+    """PL/pgSQL that drops whatever exists of the incremental machinery, the triggers first.
+
+    The triggers go first, taking otel_traces' lock before anything else: an
+    insert that holds otel_traces and waits for the dirty table would
+    otherwise deadlock with this transaction. Nothing touches otel_traces
+    where the triggers do not exist.
+    """
+    lines = []
+    for kind, name, finder in incremental_mode.MACHINERY:
+        if kind == "TRIGGER":
+            trigger, _, table = name.partition(" ON ")
+            exists = (
+                f"EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = '{trigger}' AND tgrelid = "
+                f"to_regclass(format('%I.{table}', current_schema())))"
+            )
+        else:
+            exists = f"{finder}(format('%I.{name}', current_schema())) IS NOT NULL"
+        lines.append(f"    IF {exists} THEN\n        DROP {kind} {name};\n    END IF;")
+    return "\n".join(lines)
+
+
+# Removes whichever mode is installed, completely; the downgrade runs it.
+UNINSTALL = f"""
+DO $uninstall$
+DECLARE
+    kind constant "char" := (SELECT relkind FROM pg_class
+                             WHERE oid = to_regclass(format('%I.{SUMMARIES}', current_schema())));
+BEGIN
+{_drop_machinery_statements()}
+    IF kind = 'm' THEN
+        DROP MATERIALIZED VIEW {SUMMARIES};
+    ELSIF kind = 'r' THEN
+        DROP TABLE {SUMMARIES};
+    END IF;
+    IF to_regclass(format('%I.{NEXT}', current_schema())) IS NOT NULL THEN
+        EXECUTE format('DROP %s %I.{NEXT}',
+            CASE (SELECT relkind FROM pg_class WHERE oid = to_regclass(format('%I.{NEXT}', current_schema())))
+                WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END, current_schema());
+    END IF;
+END
+$uninstall$
+"""
+
+# Before installing: refuse an otel_trace_summaries that is not ours; remove
+# what an interrupted run of this revision left.
+PREPARE = f"""
+DO $prepare$
+DECLARE
+    existing constant regclass := to_regclass(format('%I.{SUMMARIES}', current_schema()));
+BEGIN
+    IF existing IS NOT NULL
+       AND coalesce(obj_description(existing, 'pg_class'), '') NOT LIKE '%{CREATED_MARKER}%' THEN
+        RAISE EXCEPTION 'otel_trace_summaries already exists in schema % and was not created by this revision',
+            current_schema()
+            USING HINT = 'It is probably left from an older hand-written migration. Check nothing else '
+                         'depends on it, then DROP MATERIALIZED VIEW otel_trace_summaries and upgrade again.',
+                  DETAIL = coalesce(obj_description(existing, 'pg_class'), 'no comment; not {CREATED_MARKER}');
+    END IF;
+    IF existing IS NOT NULL OR to_regclass(format('%I.{incremental_mode.STATE_TABLE}', current_schema())) IS NOT NULL THEN
+        RAISE NOTICE 'otel_trace_summaries in schema % was left by an interrupted run: removing it to build it again',
+            current_schema();
+{_drop_machinery_statements()}
+        DROP MATERIALIZED VIEW IF EXISTS {SUMMARIES};
+        DROP TABLE IF EXISTS {SUMMARIES};
+    END IF;
+END
+$prepare$
+"""
+
+# Readers' grants on the old relation, given again on the new one.
+COPY_GRANTS = f"""
+DO $grants$
+DECLARE
+    grant_to record;
+BEGIN
+    FOR grant_to IN
+        SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END AS role
+        FROM pg_class AS c, aclexplode(c.relacl) AS a
+        WHERE c.oid = to_regclass(format('%I.{SUMMARIES}', current_schema()))
+          AND a.privilege_type = 'SELECT' AND a.grantee <> c.relowner
+    LOOP
+        EXECUTE format('GRANT SELECT ON %I.{NEXT} TO %s', current_schema(), grant_to.role);
+    END LOOP;
+END
+$grants$
+"""
+
+SWAP_IN_NEXT = [f"ALTER TABLE {NEXT} RENAME TO {SUMMARIES}", *view_mode.rename_indexes("_next")]
+
+
+class SwitchError(Exception):
+    """The switch cannot go on; the message says why, and what is left as it was."""
+
+
+@dataclass(frozen=True)
+class SwitchReport:
+    source: str
+    target: str
+    swap_seconds: float
+    build_seconds: float
+    job: str
+
+
+def _run(connection: Connection, statements: list[str]) -> None:
+    """Run SQL as written: no bind parameters, so '%' and ':' mean what PostgreSQL says."""
+    for statement in statements:
+        connection.exec_driver_sql(statement, execution_options={"no_parameters": True})
+
+
+def switch(
+    connection: Connection,
+    target: str,
+    *,
+    cron_database: str = "",
+    swap_attempts: int = 3,
+) -> SwitchReport:
+    """Switch otel_trace_summaries in ``connection``'s schema to ``target`` mode.
+
+    ``connection`` is outside any transaction, with lock_timeout set and the
+    migration lock held (see :mod:`.migrating`). Every step commits on its
+    own; one interrupted is repaired by switching again.
+    """
+    raw = connection.connection.driver_connection
+    source = installed(raw)
+    connection.rollback()
+    if source is None:
+        raise SwitchError("otel_trace_summaries does not exist here; run `alembic upgrade head`")
+    if source == target:
+        raise SwitchError(f"otel_trace_summaries is already in {target} mode")
+    location = pgcron.locate(raw, cron_database)
+    connection.rollback()
+
+    started = time.monotonic()
+    with connection.begin():
+        _run(
+            connection, [f"DROP MATERIALIZED VIEW IF EXISTS {NEXT}", f"DROP TABLE IF EXISTS {NEXT}"]
+        )
+    if target == "incremental":
+        with connection.begin():  # what an interrupted switch left, then the triggers
+            _run(connection, [f"DO $clean$ BEGIN\n{_drop_machinery_statements()}\nEND $clean$"])
+            _run(connection, incremental_mode.create_machinery())
+        log.info("capture triggers on otel_traces in place; building %s", NEXT)
+        with connection.begin():
+            _run(connection, incremental_mode.create_summaries(NEXT, "_next"))
+            boundary = connection.execute(text("SELECT now() - interval '7 days'")).scalar_one()
+            # Claim first, then read: every claimed change is in the build's snapshot.
+            _run(connection, [f"DELETE FROM {incremental_mode.DIRTY_TABLE}"])
+            connection.execute(
+                text(f"INSERT INTO {NEXT} {window_query(':boundary')}"), {"boundary": boundary}
+            )
+            connection.execute(
+                text(
+                    f"UPDATE {incremental_mode.STATE_TABLE} SET window_boundary = :boundary, "
+                    "rebuild_requested = NULL, rebuild_requested_at = NULL"
+                ),
+                {"boundary": boundary},
+            )
+            _run(connection, [f"ANALYZE {NEXT}"])
+    else:
+        with connection.begin():
+            _run(connection, view_mode.install(NEXT, "_next"))
+    build_seconds = time.monotonic() - started
+
+    swap = [
+        f"SELECT pg_advisory_xact_lock({lock_key_sql(REFRESH_LOCK_CLASS)})",
+        COPY_GRANTS,
+    ]
+    if target == "incremental":
+        swap += [f"DROP MATERIALIZED VIEW {SUMMARIES}", *SWAP_IN_NEXT,
+                 view_mode.comment("TABLE", "incremental")]  # fmt: skip
+    else:
+        swap += [
+            f"DO $drop$ BEGIN\n{_drop_machinery_statements()}\nEND $drop$",
+            f"DROP TABLE {SUMMARIES}",
+            f"ALTER MATERIALIZED VIEW {NEXT} RENAME TO {SUMMARIES}",
+            *view_mode.rename_indexes("_next"),
+            view_mode.comment("MATERIALIZED VIEW", "view"),
+        ]
+    if not pgcron.elsewhere(location):
+        swap.append(pgcron.schedule_here_sql(target, require_refresh=False,
+                                             cron_database=cron_database or None))  # fmt: skip
+    swap_seconds = _swap(connection, swap, swap_attempts)
+
+    job = ""
+    if pgcron.elsewhere(location):
+        try:
+            job = pgcron.schedule_elsewhere(raw, location, target)
+        except pgcron.CronError as error:
+            job = f"WARNING: {error}"
+        connection.rollback()
+    catch_up = (
+        f"CALL {REFRESH_FUNCTION}()"
+        if target == "incremental"
+        else f"REFRESH MATERIALIZED VIEW CONCURRENTLY {SUMMARIES}"
+    )
+    autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
+    autocommit.execute(text(catch_up))
+    return SwitchReport(source, target, swap_seconds, build_seconds, job)
+
+
+def _swap(connection: Connection, statements: list[str], attempts: int) -> float:
+    """Run the swap in one transaction; retry when it could not get its locks in time."""
+    for attempt in range(1, attempts + 1):
+        started = time.monotonic()
+        try:
+            with connection.begin():
+                _run(connection, statements)
+            return time.monotonic() - started
+        except Exception as error:
+            sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
+            if sqlstate != "55P03" or attempt == attempts:
+                raise
+            log.warning("the swap waited too long for a lock (attempt %s); trying again", attempt)
+            time.sleep(1)
+    raise AssertionError("unreachable")

@@ -1,0 +1,143 @@
+"""The migrations' options: ``-x NAME=VALUE`` on the alembic command line, or the environment.
+
+``-x`` wins over the environment, the environment over the default. Every
+value is validated here, once, and a bad one ends the command with one line.
+The README's option table is this module's :data:`OPTIONS`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from cnpg_trace_summaries.contract import MODES
+
+_DURATION = re.compile(r"^\d+\s*(us|ms|s|min|h|d)?$")
+
+
+class OptionError(Exception):
+    """An option has a value it cannot take; the message says which and what it takes."""
+
+
+def duration(raw: str) -> str:
+    value = raw.strip()
+    if not _DURATION.match(value):
+        raise ValueError("a number with an optional unit (ms, s, min, h), like 5s")
+    return value
+
+
+def yes_no(raw: str) -> str:
+    value = raw.strip().lower()
+    if value in {"yes", "true", "on", "1"}:
+        return "yes"
+    if value in {"no", "false", "off", "0", ""}:
+        return "no"
+    raise ValueError("yes or no")
+
+
+def mode(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in MODES:
+        raise ValueError(" or ".join(MODES))
+    return value
+
+
+def text(raw: str) -> str:
+    return raw
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    env: str | None
+    default: str
+    parse: Callable[[str], str]
+    help: str
+
+
+OPTIONS = {
+    option.name: option
+    for option in (
+        Option(
+            "lock_timeout",
+            "TRACE_SUMMARIES_LOCK_TIMEOUT",
+            "5s",
+            duration,
+            "how long any statement may wait for a lock on a live table before the migration "
+            "fails instead of stalling ingest",
+        ),
+        Option(
+            "migration_lock_wait",
+            "TRACE_SUMMARIES_MIGRATION_LOCK_WAIT",
+            "10min",
+            duration,
+            "how long a second migrator waits for the first to finish before it gives up",
+        ),
+        Option(
+            "summaries",
+            "TRACE_SUMMARIES_MODE",
+            "view",
+            mode,
+            "view: the spec's materialized view; incremental: a table maintained from "
+            "what changed (fresh installs; switch an existing one with `trace-summaries switch`)",
+        ),
+        Option(
+            "cron_database",
+            "TRACE_SUMMARIES_CRON_DATABASE",
+            "",
+            text,
+            "the database pg_cron lives in, where its settings are hidden from the migrating role "
+            "(default: find it, then try postgres)",
+        ),
+        Option(
+            "require_refresh",
+            "TRACE_SUMMARIES_REQUIRE_REFRESH",
+            "no",
+            yes_no,
+            "yes: fail the upgrade instead of ending with a NOTICE when no pg_cron job refreshes "
+            "the summaries",
+        ),
+        Option(
+            "reader_role",
+            "TRACE_SUMMARIES_READER_ROLE",
+            "",
+            text,
+            "an existing role to grant SELECT on otel_trace_summaries (a dashboard's login)",
+        ),
+        Option(
+            "drop_trace_data",
+            None,
+            "no",
+            yes_no,
+            "yes: let `downgrade base` drop an otel_traces that this project created and that "
+            "still holds spans",
+        ),
+    )
+}
+
+
+def value(
+    name: str, x_arguments: Mapping[str, str], environ: Mapping[str, str] | None = None
+) -> str:
+    """The validated value of option ``name``."""
+    option = OPTIONS[name]
+    env = os.environ if environ is None else environ
+    if name in x_arguments:
+        raw, source = x_arguments[name], f"-x {name}"
+    elif option.env and env.get(option.env, "") != "":
+        raw, source = env[option.env], option.env
+    else:
+        return option.parse(option.default)
+    try:
+        return option.parse(raw)
+    except ValueError as error:
+        raise OptionError(f"{source} must be {error}; got {raw!r}") from None
+
+
+def from_alembic(name: str) -> str:
+    """The value of ``name`` for the running alembic command (revisions and env.py)."""
+    from alembic import context
+
+    return value(name, context.get_x_argument(as_dictionary=True))

@@ -1,0 +1,104 @@
+"""The semantics of one summary row, as SQL, written once.
+
+The materialized view's definition, the incremental mode's per-trace
+recomputation, its full rebuild and ``trace-summaries verify`` are all built
+from :data:`AGGREGATES` (one pass over a trace's spans) and
+:data:`PROJECTION` (the 14 columns from those aggregates). The README's
+semantics table describes them, and tests/reference.py is their pure-Python
+twin that the tests compare them with.
+
+One pass over the window, one ``GROUP BY trace_id``: that is what a refresh
+spends its time on (bench/results). The root span is picked with ``min()``
+over an array per root span, compared element by element in "C" (byte) order:
+
+1. start_time_unix_nano as 16 hex digits, order-preserving for every bigint
+   (sign bit flipped), or ``'z'`` when unknown, so that unknown starts lose;
+2. span_id; then the root's other columns, which only break ties between
+   copies of one root span (same start and span_id).
+
+Every root column is then read from that one array, so they all come from the
+same span. ``COLLATE "C"`` also sorts ``service_set`` in byte order.
+"""
+
+from __future__ import annotations
+
+from cnpg_trace_summaries.contract import SUMMARY_COLUMNS, TRACES_TABLE, WINDOW
+
+AGGREGATES = """max("timestamp") AS last_span_at,
+        min(start_time_unix_nano) AS start_time_unix_nano,
+        max(end_time_unix_nano) AS end_time_unix_nano,
+        coalesce(
+            array_agg(DISTINCT service_name COLLATE "C") FILTER (WHERE service_name IS NOT NULL),
+            CAST('{}' AS text[])) AS service_set,
+        count(*) AS span_count,
+        count(*) FILTER (WHERE status_code = 2) AS error_count,
+        min(ARRAY[
+                CASE WHEN start_time_unix_nano IS NULL THEN 'z'
+                     ELSE lpad(to_hex(start_time_unix_nano # CAST(x'8000000000000000' AS bigint)), 16, '0')
+                END,
+                span_id, name, service_name, CAST(kind AS text), CAST(status_code AS text), status_message
+            ] COLLATE "C") FILTER (WHERE parent_span_id IS NULL OR parent_span_id = '') AS root"""
+
+PROJECTION = """trace_id,
+    last_span_at AS "timestamp",
+    root[2] AS root_span_id,
+    root[3] AS root_span_name,
+    root[4] AS root_service_name,
+    CAST(root[5] AS integer) AS root_span_kind,
+    start_time_unix_nano,
+    end_time_unix_nano,
+    CASE
+        WHEN start_time_unix_nano IS NULL OR end_time_unix_nano IS NULL THEN NULL
+        ELSE CAST(
+            greatest(CAST(end_time_unix_nano AS numeric) - start_time_unix_nano, 0)
+            / 1000000 AS double precision)
+    END AS duration_ms,
+    CAST(root[6] AS integer) AS status_code,
+    root[7] AS status_message,
+    service_set,
+    span_count,
+    error_count"""
+
+VIEW_BOUNDARY = f"now() - interval '{WINDOW}'"
+
+
+def window_query(boundary: str = VIEW_BOUNDARY, extra_condition: str = "TRUE") -> str:
+    """Every trace's summary over the spans after ``boundary`` (a SQL expression).
+
+    With the default boundary this is the materialized view's definition.
+    """
+    return f"""SELECT
+    {PROJECTION}
+FROM (
+    SELECT
+        trace_id,
+        {AGGREGATES}
+    FROM {TRACES_TABLE}
+    WHERE "timestamp" > {boundary} AND trace_id <> '' AND {extra_condition}
+    GROUP BY trace_id
+) AS per_trace"""
+
+
+def keyed_query(keys: str, boundary: str) -> str:
+    """The summaries of the traces in ``keys`` (a relation with a trace_id column).
+
+    One index lookup per trace. A trace with no span after ``boundary`` gives
+    no row: its summary is to be deleted.
+    """
+    return f"""SELECT
+    {PROJECTION}
+FROM (
+    SELECT one_trace.*
+    FROM {keys} AS k
+    CROSS JOIN LATERAL (
+        SELECT
+            k.trace_id AS trace_id,
+            {AGGREGATES}
+        FROM {TRACES_TABLE} AS t
+        WHERE t.trace_id = k.trace_id AND t."timestamp" > {boundary}
+    ) AS one_trace
+) AS per_trace
+WHERE span_count > 0"""
+
+
+COLUMN_LIST = ", ".join(f'"{column}"' for column in SUMMARY_COLUMNS)
