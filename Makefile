@@ -5,25 +5,32 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 DEMO_TRACES ?= 5000
+# The suite mostly waits (for servers, for pg_cron's tick): more workers than cores.
+WORKERS ?= 4
 PYTEST_ARGS ?=
 
-.PHONY: run stop test lint format bench deps clean help
+.PHONY: run stop test test-fast lint format bench deps clean help
 
 help:
-	@echo "make run    local PostgreSQL with pg_cron, migrate, load demo spans, print summaries"
-	@echo "make test   ruff, then the test suite on throwaway PostgreSQL servers"
-	@echo "make stop   stop the local PostgreSQL of 'make run'"
-	@echo "make bench  benchmark listing and refresh (README: Benchmark and capacity)"
+	@echo "make run        local PostgreSQL with pg_cron, migrate, load demo spans, print summaries"
+	@echo "make test       ruff, then the whole suite on throwaway PostgreSQL servers (15 and 18)"
+	@echo "make test-fast  the suite without the tests that wait for a real pg_cron tick"
+	@echo "make stop       stop the local PostgreSQL of 'make run'"
+	@echo "make bench      benchmark listing and refresh, both modes (bench/results/README.md)"
 
 deps:
 	@bash scripts/bootstrap.sh
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,pg18]'
 	@touch $(STAMP)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,pg18,bench]'
+	@touch $(BENCH_STAMP)
 
 run: deps $(STAMP)
 	@$(BIN)/trace-summaries local start
@@ -47,10 +54,13 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 test: deps $(STAMP) lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(WORKERS) --dist loadscope $(PYTEST_ARGS)
+
+test-fast: deps $(STAMP) lint
+	$(BIN)/pytest -n $(WORKERS) --dist loadscope -m "not pg_cron_tick" $(PYTEST_ARGS)
 
 # BENCH_ARGS, e.g. --traces 1000000 for about 10M spans
-bench: deps $(STAMP)
+bench: deps $(BENCH_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean: stop

@@ -23,9 +23,9 @@ from __future__ import annotations
 import logging
 from logging.config import fileConfig
 
+from alembic import context
 from sqlalchemy import Connection, Engine, create_engine, exc, pool
 
-from alembic import context
 from cnpg_trace_summaries import migrating, options
 from cnpg_trace_summaries.contract import VERSION_TABLE
 from cnpg_trace_summaries.database import (

@@ -1,24 +1,34 @@
-"""``python -m bench`` (``make bench``): listing speed, refresh cost, capacity.
+"""``python -m bench`` (``make bench``): listing speed, refresh cost, capacity, both modes.
 
-One run, on one throwaway local cluster and the same data:
+One run, on one throwaway local cluster and the same data (bench/results/README.md
+has the full method):
 
-1. loads N traces in stages (N/4, N/2, N) and times a concurrent refresh at each
-   stage (the chart's points), migrating to head after the first stage;
-2. at N: the migration time over the data, the two listing queries on the view
-   and computed live (p50/p95), the refreshes (concurrent, plain, the defining
-   query alone, a bare scan of the window, and the naive definition's concurrent
-   refresh), alternated, the median of each; EXPLAIN ANALYZE of the definition;
-3. 30 cycles of "new traces arrive, late spans arrive, the oldest traces leave
-   the window, concurrent refresh" (a steady state: the view keeps its size),
-   with the view's size and dead tuples after each;
+1. loads N traces in stages (N/4, N/2, N) and times a concurrent refresh of the
+   view at each stage (the chart's points), migrating to head after the first
+   stage; at N/4 and N/2 it then switches the same database to the incremental
+   mode (``trace-summaries switch incremental``, timed), times the refresh of a
+   few steady-state cycles (1,000 spans/s), verifying after each, and switches
+   back (``trace-summaries switch view``) before loading more;
+2. at N, the view: the migration time over the data, the two listing queries on
+   the view and computed live (p50/p95), the refreshes (concurrent, plain, the
+   defining query alone, a bare scan of the window, and the naive definition's
+   concurrent refresh), alternated, the median of each; EXPLAIN ANALYZE of the
+   definition; 30 cycles of "new traces arrive, late spans arrive, the oldest
+   traces leave the window, concurrent refresh", with the view's size after each;
+3. at N, the incremental mode: the switch (timed, with its swap), the listing
+   queries on the table, the full rebuild (over the exact table and from empty),
+   the capture trigger's ingest overhead (enabled against disabled, alternated),
+   then steady-state cycles of 1,000 spans/s, each verified against the
+   definition, and single cycles at higher ingest rates (what bounds the mode);
 4. writes bench/results/<spans>.json and .md, redraws bench/results/refresh.png
-   from every result there, updates bench/results/README.md, and prints the
-   capacity line.
+   and rewrites bench/results/README.md from every result there, and prints the
+   capacity lines.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import platform
 import shutil
@@ -31,7 +41,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench import generate, measure, report
+from bench import generate, incremental, ingest, measure, report
 from cnpg_trace_summaries.localdb import LocalCluster
 from cnpg_trace_summaries.progress import progress_bar
 
@@ -54,7 +64,8 @@ FROM generate_series(1, %(traces)s) AS i CROSS JOIN generate_series(0, 9) AS s
 # it go, so the view keeps a steady size and every refresh deletes rows.
 AGED_OUT_SQL = """
 DELETE FROM otel_traces
-WHERE trace_id IN (SELECT md5('trace' || t) FROM generate_series(%(first)s, %(last)s) AS t)
+WHERE trace_id IN (SELECT md5('trace' || t)
+                   FROM generate_series(CAST(%(first)s AS integer), CAST(%(last)s AS integer)) AS t)
 """
 
 # Late spans of traces already in the view: an error arrives for 50 recent traces.
@@ -84,13 +95,6 @@ def alembic(url: str, *args: str) -> float:
     return time.perf_counter() - started
 
 
-def unschedule_refresh(conn: psycopg.Connection) -> None:
-    """The benchmark refreshes by itself; pg_cron must not refresh in the middle."""
-    conn.execute(
-        "SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname LIKE 'otel_trace_summaries:%'"
-    )
-
-
 def server_facts(conn: psycopg.Connection) -> dict:
     names = (
         "server_version",
@@ -99,6 +103,11 @@ def server_facts(conn: psycopg.Connection) -> dict:
         "maintenance_work_mem",
         "max_parallel_workers_per_gather",
         "jit",
+        "fsync",
+        "synchronous_commit",
+        "full_page_writes",
+        "max_wal_size",
+        "checkpoint_timeout",
     )
     facts = {name: conn.execute(f"SHOW {name}").fetchone()[0] for name in names}
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -108,6 +117,91 @@ def server_facts(conn: psycopg.Connection) -> dict:
         "machine": platform.machine(),
     }
     return facts
+
+
+def code_facts() -> dict:
+    """Which code was measured: the commit, local changes, and the incremental mode's SQL."""
+
+    def git(*args: str) -> str:
+        result = subprocess.run(
+            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False
+        )
+        return result.stdout.strip()
+
+    source = ROOT / "src" / "cnpg_trace_summaries" / "incremental_mode.py"
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "uncommitted_changes": bool(git("status", "--porcelain", "--", "src", "alembic", "bench")),
+        "incremental_mode_sha256": hashlib.sha256(source.read_bytes()).hexdigest()[:16],
+    }
+
+
+def incremental_stage(
+    url: str, conn: psycopg.Connection, session: incremental.Session, cycles: int
+) -> dict:
+    """At a stage: switch to incremental, time steady-state cycles (verified), switch back."""
+    log("trace-summaries switch incremental")
+    to_incremental = incremental.switch(url, "incremental")
+    incremental.unschedule(conn)
+    log(f"  {to_incremental['output'].splitlines()[-1]}")
+    band = session.add_boundary_band()
+    done = session.cycles(cycles, label="  stage cycle")
+    log("trace-summaries switch view")
+    to_view = incremental.switch(url, "view")
+    incremental.unschedule(conn)
+    log(f"  {to_view['output'].splitlines()[-1]}")
+    return {
+        "switch_to_incremental": to_incremental,
+        "boundary_band": band,
+        "cycles": done,
+        "cycle_refresh_s": incremental.median_refresh(done),
+        "switch_to_view": to_view,
+    }
+
+
+def listing(conn: psycopg.Connection, runs: int) -> dict:
+    return {
+        name: measure.latency(conn, template.format(source="otel_trace_summaries"), runs)
+        for name, template in (
+            ("time_range", measure.TIME_RANGE_QUERY),
+            ("service", measure.SERVICE_QUERY),
+        )
+    }
+
+
+def incremental_part(
+    url: str, conn: psycopg.Connection, session: incremental.Session, args: argparse.Namespace
+) -> dict:
+    """At N, after the view's part: the incremental mode on the same database."""
+    part: dict = {}
+    log("trace-summaries switch incremental (at N)")
+    part["switch"] = incremental.switch(url, "incremental")
+    incremental.unschedule(conn)
+    log(f"  {part['switch']['output'].splitlines()[-1]}")
+    part["spans_in_window"] = generate.spans_in_window(conn)
+    part["rows"] = conn.execute("SELECT count(*) FROM otel_trace_summaries").fetchone()[0]
+    part["verify_after_switch"] = incremental.verify(conn)
+    log(f"listing queries on the incremental table: {args.listing_runs} runs each")
+    part["listing"] = listing(conn, args.listing_runs)
+    part["full_rebuild"] = incremental.full_rebuilds(conn, log)
+    log(f"ingest overhead of the capture trigger: {args.ingest_rounds} alternated rounds")
+    part["ingest"] = ingest.measure(conn, args.ingest_rounds, log=log)
+    took, outcome = incremental.refresh(conn)
+    part["after_ingest"] = {"refresh_s": took, "refresh": outcome, "verify": incremental.verify(conn)}
+    part["boundary_band"] = session.add_boundary_band()
+    log(f"{args.incremental_cycles} steady-state cycles at 1,000 spans/s")
+    part["cycles"] = session.cycles(args.incremental_cycles, label="steady cycle")
+    part["cycle_refresh_s"] = incremental.median_refresh(part["cycles"])
+    part["listing_after_cycles"] = listing(conn, args.listing_runs)
+    part["rate_cycles"] = []
+    window = generate.spans_in_window(conn)
+    for rate in args.rates:
+        if rate * incremental.REFRESH_INTERVAL_SECONDS * 5 > window:
+            log(f"no cycle at {rate:,} spans/s: it would replace over a fifth of the window")
+            continue
+        part["rate_cycles"] += session.cycles(1, rate, label="rate cycle")
+    part["spans_in_window_after"] = generate.spans_in_window(conn)
+    return part
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -120,12 +214,15 @@ def run(args: argparse.Namespace) -> dict:
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "traces": args.traces,
         "stages": [],
+        "code": code_facts(),
+        "options": {key: str(value) for key, value in vars(args).items()},
     }
     try:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
             results["server"] = server_facts(conn)
             alembic(url, "upgrade", "00000000000001")
+            session = incremental.Session(conn, args.traces, log)
             stages = sorted({max(1, args.traces * k // 4) for k in (1, 2, 4)})
             loaded = 0
             for stage in stages:
@@ -140,7 +237,7 @@ def run(args: argparse.Namespace) -> dict:
                 if not results["stages"]:
                     log("alembic upgrade head (first stage)")
                     results["first_migration_s"] = alembic(url, "upgrade", "head")
-                    unschedule_refresh(conn)
+                    incremental.unschedule(conn)
                 spans = generate.spans_in_window(conn)
                 timings = measure.alternated_medians(
                     conn,
@@ -148,20 +245,23 @@ def run(args: argparse.Namespace) -> dict:
                     args.rounds,
                     progress=log,
                 )
-                results["stages"].append(
-                    {
-                        "traces": stage,
-                        "spans_in_window": spans,
-                        "concurrent_refresh_s": timings["concurrent"]["median_s"],
-                    }
-                )
+                point = {
+                    "traces": stage,
+                    "spans_in_window": spans,
+                    "concurrent_refresh_s": timings["concurrent"]["median_s"],
+                    "concurrent_refresh_runs_s": timings["concurrent"]["runs_s"],
+                }
+                if stage != stages[-1]:  # at N: the incremental part, after the view's
+                    point["incremental"] = incremental_stage(url, conn, session, args.stage_cycles)
+                    point["incremental_cycle_s"] = point["incremental"]["cycle_refresh_s"]
+                results["stages"].append(point)
             results["spans_in_window"] = results["stages"][-1]["spans_in_window"]
             results["spans_total"] = conn.execute("SELECT count(*) FROM otel_traces").fetchone()[0]
 
             log("migration over the full data: alembic downgrade -1, then timed upgrade head")
             alembic(url, "downgrade", "-1")
             results["migration_s"] = alembic(url, "upgrade", "head")
-            unschedule_refresh(conn)
+            incremental.unschedule(conn)
             results["view_after_migration"] = measure.view_health(conn)
             results["traces_in_view"] = conn.execute(
                 "SELECT count(*) FROM otel_trace_summaries"
@@ -185,6 +285,9 @@ def run(args: argparse.Namespace) -> dict:
                 on_view = measure.latency(
                     conn, template.format(source="otel_trace_summaries"), args.listing_runs
                 )
+                if args.skip_live_listing:
+                    results["listing"][name] = {"view": on_view, "live": None, "speedup_p50": None}
+                    continue
                 log(f"listing query {name}: up to {args.live_runs} runs computed live")
                 on_live = measure.latency(
                     conn,
@@ -248,6 +351,10 @@ def run(args: argparse.Namespace) -> dict:
                 if cycle % 5 == 0 or cycle == 1:
                     log(f"cycle {cycle}: refresh {took:.2f}s, {cycles[-1]}")
             results["cycles"] = cycles
+
+            results["incremental"] = incremental_part(url, conn, session, args)
+            last = results["stages"][-1]
+            last["incremental_cycle_s"] = results["incremental"]["cycle_refresh_s"]
     finally:
         if args.keep:
             log(f"cluster kept running: {url}")
@@ -273,17 +380,40 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds the live listing queries may take in all, per query",
     )
     parser.add_argument("--rounds", type=int, default=3, help="alternated refresh rounds")
-    parser.add_argument("--cycles", type=int, default=30)
+    parser.add_argument("--cycles", type=int, default=30, help="the view's refresh cycles")
+    parser.add_argument(
+        "--stage-cycles",
+        type=int,
+        default=3,
+        help="incremental steady-state cycles at N/4 and N/2 (the median is the chart's point)",
+    )
+    parser.add_argument(
+        "--incremental-cycles", type=int, default=20, help="incremental steady-state cycles at N"
+    )
+    parser.add_argument(
+        "--rates",
+        type=lambda text: [int(r) for r in text.split(",") if r],
+        default=[4_000, 16_000],
+        help="one more verified incremental cycle at each of these spans/s (4000,16000)",
+    )
+    parser.add_argument("--ingest-rounds", type=int, default=6, help="trigger on/off rounds")
+    parser.add_argument(
+        "--skip-live-listing",
+        action="store_true",
+        help="do not time the listing queries computed live (slow at large sizes)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--keep", action="store_true", help="leave the cluster running")
     args = parser.parse_args(argv)
-    if args.traces < 4 or args.rounds < 1 or args.cycles < 1:
-        parser.error("--traces must be at least 4, --rounds and --cycles at least 1")
+    if args.traces < 4 or min(args.rounds, args.cycles, args.stage_cycles,
+                               args.incremental_cycles, args.ingest_rounds) < 1:
+        parser.error("--traces must be at least 4, the rounds and cycles at least 1")
 
     results = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     paths = report.write(results, args.out)
     print(report.capacity_line(results, SCHEDULE_SECONDS))
+    print(report.incremental_line(results))
     for path in paths:
         print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     return 0

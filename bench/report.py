@@ -1,8 +1,9 @@
-"""Benchmark results: JSON, a Markdown table, the refresh chart, the capacity line."""
+"""Benchmark results: JSON, Markdown per run, the refresh chart, bench/results/README.md."""
 
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 
@@ -62,10 +63,15 @@ def markdown(results: dict, schedule_seconds: float) -> str:
     ]
     for name, row in listing.items():
         view, live = row["view"], row["live"]
+        computed_live = (
+            f"{live['p50_ms']:,.0f} ms | {live['p95_ms']:,.0f} ms | {live['runs']} | "
+            f"{row['speedup_p50']:,.0f}x"
+            if live
+            else "not measured (--skip-live-listing) | | | "
+        )
         lines.append(
             f"| {name} | {view['p50_ms']:.3f} ms | {view['p95_ms']:.3f} ms | {view['runs']} | "
-            f"{live['p50_ms']:,.0f} ms | {live['p95_ms']:,.0f} ms | {live['runs']} | "
-            f"{row['speedup_p50']:,.0f}x |"
+            f"{computed_live} |"
         )
     lines += [
         "",
@@ -128,53 +134,8 @@ def markdown(results: dict, schedule_seconds: float) -> str:
         "```",
         "",
     ]
+    if "incremental" in results:
+        lines += incremental_markdown(results)
     return "\n".join(lines)
 
 
-def chart(out: Path, schedule_seconds: float) -> Path | None:
-    """Refresh time against spans in the window, every stage of every result file."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
-    if not runs:
-        return None
-    figure, axis = plt.subplots(figsize=(8, 5))
-    for run in sorted(runs, key=lambda r: r["spans_in_window"]):
-        xs = [s["spans_in_window"] / 1e6 for s in run["stages"]]
-        ys = [s["concurrent_refresh_s"] for s in run["stages"]]
-        axis.plot(
-            xs, ys, marker="o", label=f"run of {run['traces']:,} traces ({run['started_at'][:10]})"
-        )
-        naive = run["refresh"]["naive_concurrent"]["median_s"]
-        axis.scatter([xs[-1]], [naive], marker="x", color="grey")
-    axis.axhline(schedule_seconds, color="red", linestyle="--", label="2-minute schedule")
-    axis.scatter([], [], marker="x", color="grey", label="naive definition at full size")
-    server = runs[-1]["server"]
-    axis.set_xlabel("spans in the 7-day window (millions)")
-    axis.set_ylabel("REFRESH MATERIALIZED VIEW CONCURRENTLY (s)")
-    axis.set_title(
-        f"otel_trace_summaries refresh time — {server['cpu_cores']} cores, "
-        f"PostgreSQL {server['server_version'].split()[0]}"
-    )
-    axis.grid(True, alpha=0.3)
-    axis.legend()
-    path = out / "refresh.png"
-    figure.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    return path
-
-
-def write(results: dict, out: Path, schedule_seconds: float = 120) -> list[Path]:
-    name = label(results)
-    json_path = out / f"{name}.json"
-    json_path.write_text(json.dumps(results, indent=2) + "\n")
-    md_path = out / f"{name}.md"
-    md_path.write_text(markdown(results, schedule_seconds))
-    paths = [json_path, md_path]
-    png = chart(out, schedule_seconds)
-    if png:
-        paths.append(png)
-    return paths

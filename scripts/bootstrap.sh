@@ -2,9 +2,11 @@
 # Make sure this machine has what the project needs, and nothing more:
 #   * a PostgreSQL server (Debian/Ubuntu package `postgresql`),
 #   * pg_cron for that server's major version (`postgresql-<major>-cron`),
-#   * Python's venv module (`python3-venv`).
+#   * Python's venv module (`python3-venv`),
+#   * the en_US.UTF-8 locale, where the tests' PostgreSQL 18 (which has no ICU)
+#     finds a collation that is not byte order (generated with localedef).
 # As root on Debian/Ubuntu it installs what is missing with apt-get; otherwise
-# it prints the exact command to run and fails.
+# it prints the exact command to run and fails (the locale is only a hint).
 set -euo pipefail
 
 newest_major() {
@@ -35,6 +37,17 @@ install() {
   echo "bootstrap: apt-get install -y $*" >&2
   apt-get install -y -q "$@" >/dev/null
 }
+
+ensure_locale() {
+  locale -a 2>/dev/null | grep -qi '^en_US\.utf-\?8$' && return 0
+  if [ "$(id -u)" -eq 0 ] && command -v localedef >/dev/null 2>&1; then
+    echo "bootstrap: localedef -i en_US -f UTF-8 en_US.UTF-8" >&2
+    localedef -i en_US -f UTF-8 en_US.UTF-8 || true
+  else
+    echo "bootstrap: hint: sudo localedef -i en_US -f UTF-8 en_US.UTF-8 lets the collation tests bite on PostgreSQL 18" >&2
+  fi
+}
+ensure_locale
 
 wanted=$(missing_packages | tr '\n' ' ')
 [ -z "${wanted// /}" ] && exit 0

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from cnpg_trace_summaries import demo
-from cnpg_trace_summaries.schema import STATUS_ERROR
-from tests.conftest import Database, run_alembic, run_cli
+from cnpg_trace_summaries.contract import STATUS_ERROR
+from tests.support.commands import run_alembic, run_cli
+from tests.support.database import Database
 
 
 # -- demo data -------------------------------------------------------------------
@@ -41,7 +42,7 @@ def test_demo_is_reproducible_with_a_seed():
 
 # -- console command ---------------------------------------------------------------
 def test_demo_command_loads_refreshes_and_prints_the_newest_ten(cron_db: Database):
-    cron_db.alembic("upgrade", "head")
+    cron_db.migrate("upgrade", "head")
     result = run_cli("demo", "--traces", "300", "--seed", "5", DATABASE_URL=cron_db.url)
     assert result.returncode == 0, result.stderr
     assert "loading spans " in result.stderr  # progress is shown
@@ -58,8 +59,9 @@ def test_demo_command_loads_refreshes_and_prints_the_newest_ten(cron_db: Databas
     assert payload["traces_in_view"] == cron_db.scalar("SELECT count(*) FROM otel_trace_summaries")
 
 
-def test_commands_before_the_migration_say_to_upgrade_first(nocron_db: Database):
-    result = run_cli("list", DATABASE_URL=nocron_db.url)
+@pytest.mark.parametrize("command", ["list", "status", "refresh", "verify"])
+def test_commands_before_the_migration_say_to_upgrade_first(db: Database, command):
+    result = run_cli(command, DATABASE_URL=db.url)
     assert result.returncode == 1
     assert result.stderr.strip() == (
         "trace-summaries: otel_trace_summaries does not exist in this database; "
@@ -67,15 +69,13 @@ def test_commands_before_the_migration_say_to_upgrade_first(nocron_db: Database)
     )
 
 
-def test_refresh_command_refreshes_concurrently(nocron_db: Database):
-    nocron_db.alembic("upgrade", "head")
-    nocron_db.execute(
-        "INSERT INTO otel_traces (timestamp, trace_id, span_id) VALUES (now(), 'a', 'b')"
-    )
-    result = run_cli("refresh", DATABASE_URL=nocron_db.url)
+def test_refresh_command_refreshes_concurrently(db: Database):
+    db.migrate("upgrade", "head")
+    db.execute("INSERT INTO otel_traces (timestamp, trace_id, span_id) VALUES (now(), 'a', 'b')")
+    result = run_cli("refresh", DATABASE_URL=db.url)
     assert result.returncode == 0, result.stderr
     assert "refreshed otel_trace_summaries concurrently" in result.stdout
-    assert nocron_db.scalar("SELECT count(*) FROM otel_trace_summaries") == 1
+    assert db.scalar("SELECT count(*) FROM otel_trace_summaries") == 1
 
 
 # -- the local cluster of `make run` ----------------------------------------------
@@ -102,6 +102,7 @@ def test_local_cluster_starts_migrates_loads_demo_and_stops(local_dir: Path):
     migrated = run_alembic("upgrade", "head", database_url=url)
     assert "created extension pg_cron in database app" in migrated.stderr
     assert 'pg_cron job "otel_trace_summaries:app.public" scheduled' in migrated.stderr
+    assert run_cli("status", DATABASE_URL=url).returncode == 0
 
     shown = run_cli("demo", "--traces", "100", DATABASE_URL=url)
     assert shown.returncode == 0, shown.stderr

@@ -1,12 +1,14 @@
-"""DATABASE_URL, and how bad input ends: one clear line, exit status 1, no traceback."""
+"""DATABASE_URL, the -x options, and how bad input ends: one clear line, exit status 1."""
 
 from __future__ import annotations
 
-import port_for
 import pytest
 
+from cnpg_trace_summaries import options, servers
 from cnpg_trace_summaries.database import ConfigError, normalize_url, resolve_database_url
-from tests.conftest import Database, run_alembic
+from tests.support.commands import last_line, run_alembic
+from tests.support.database import Database
+from tests.support.servers import PASSWORD
 
 
 @pytest.mark.parametrize(
@@ -38,12 +40,9 @@ def test_database_url_accepts_postgres_and_postgresql_schemes_and_uses_psycopg(r
     ],
 )
 def test_malformed_database_url_is_refused_with_the_password_hidden(raw, complaint):
-    with pytest.raises(ConfigError, match=complaint):
+    with pytest.raises(ConfigError, match=complaint) as raised:
         normalize_url(raw.replace("app@", "app:hunter2@"))
-    try:
-        normalize_url(raw.replace("app@", "app:hunter2@"))
-    except ConfigError as error:
-        assert "hunter2" not in str(error)
+    assert "hunter2" not in str(raised.value)
 
 
 def test_database_url_wins_over_the_local_cluster():
@@ -51,16 +50,31 @@ def test_database_url_wins_over_the_local_cluster():
     assert url.render_as_string() == "postgresql+psycopg://u@h/d"
 
 
+@pytest.mark.parametrize(
+    ("name", "raw", "expected"),
+    [
+        ("lock_timeout", "250ms", "250ms"),
+        ("require_refresh", "YES", "yes"),
+        ("require_refresh", "off", "no"),
+        ("summaries", "Incremental", "incremental"),
+    ],
+)
+def test_an_option_is_read_from_x_first_then_the_environment(name, raw, expected):
+    option = options.OPTIONS[name]
+    assert options.value(name, {name: raw}, {}) == expected
+    assert options.value(name, {}, {option.env: raw}) == expected
+    assert options.value(name, {}, {}) == options.OPTIONS[name].parse(option.default)
+
+
 def assert_one_clear_line(result, *fragments: str, exit_status: int = 1) -> None:
-    assert result.returncode == exit_status
+    assert result.returncode == exit_status, result.stderr
     assert "Traceback" not in result.stderr
-    last = result.stderr.strip().splitlines()[-1]
     for fragment in fragments:
-        assert fragment in last, result.stderr
+        assert fragment in last_line(result), result.stderr
 
 
 def test_unreachable_database_ends_with_one_clear_line():
-    port = port_for.select_random()
+    port = servers.free_port()
     result = run_alembic(
         "upgrade", "head", database_url=f"postgresql://u:pw@127.0.0.1:{port}/app", check=False
     )
@@ -68,8 +82,8 @@ def test_unreachable_database_ends_with_one_clear_line():
     assert "pw@" not in result.stderr
 
 
-def test_wrong_password_ends_with_one_clear_line(nocron_db: Database):
-    url = nocron_db.url.replace(":s3cret-for-tests@", ":wrong@")
+def test_wrong_password_ends_with_one_clear_line(db: Database):
+    url = db.url.replace(f":{PASSWORD}@", ":wrong@")
     result = run_alembic("upgrade", "head", database_url=url, check=False)
     assert_one_clear_line(result, "cannot connect to", "password authentication failed")
     assert "wrong" not in result.stderr
@@ -80,30 +94,45 @@ def test_malformed_database_url_ends_the_alembic_command_with_one_clear_line():
     assert_one_clear_line(result, "alembic: DATABASE_URL is malformed")
 
 
-def test_unknown_revision_ends_with_one_clear_line(nocron_db: Database):
-    result = nocron_db.alembic("upgrade", "0000000000ff", check=False)
+def test_unknown_revision_ends_with_one_clear_line(db: Database):
+    result = db.alembic("upgrade", "0000000000ff", check=False)
     # alembic's own exit status for a CommandError is 255.
     assert_one_clear_line(
         result, "Can't locate revision identified by '0000000000ff'", exit_status=255
     )
-    assert nocron_db.scalar("SELECT to_regclass('otel_traces')") is None
+    assert db.scalar("SELECT to_regclass('otel_traces')") is None
 
 
-def test_lock_timeout_is_validated_not_pasted_into_sql(nocron_db: Database):
-    result = nocron_db.alembic(
-        "-x", "lock_timeout=1s'; DROP TABLE x; --", "upgrade", "head", check=False
-    )
-    assert_one_clear_line(result, "lock_timeout must be a number")
-    assert nocron_db.scalar("SELECT to_regclass('otel_traces')") is None
+@pytest.mark.parametrize(
+    ("x", "complaint"),
+    [
+        ("lock_timeout=1s'; DROP TABLE x; --", "-x lock_timeout must be a number"),
+        ("migration_lock_wait=soon", "-x migration_lock_wait must be a number"),
+        ("summaries=fast", "-x summaries must be view or incremental"),
+        ("require_refresh=maybe", "-x require_refresh must be yes or no"),
+        ("lockk_timeout=5s", "unknown -x option lockk_timeout"),
+    ],
+)
+def test_a_bad_option_is_refused_with_one_clear_line_before_anything_runs(
+    db: Database, x, complaint
+):
+    result = db.alembic("-x", x, "upgrade", "head", check=False)
+    assert_one_clear_line(result, complaint)
+    assert db.scalar("SELECT to_regclass('otel_traces')") is None
 
 
-def test_migrations_wait_at_most_lock_timeout_for_a_busy_table(nocron_db: Database):
-    nocron_db.alembic("upgrade", "00000000000001")
-    with nocron_db.connect() as holder:
+def test_a_bad_option_in_the_environment_names_the_variable(db: Database):
+    result = db.alembic("upgrade", "head", check=False, TRACE_SUMMARIES_MODE="fast")
+    assert_one_clear_line(result, "TRACE_SUMMARIES_MODE must be view or incremental")
+
+
+def test_migrations_wait_at_most_lock_timeout_for_a_busy_table(db: Database):
+    db.migrate("upgrade", "00000000000001")
+    with db.connect() as holder:
         holder.execute("LOCK TABLE otel_traces IN ACCESS EXCLUSIVE MODE")
-        result = nocron_db.alembic("-x", "lock_timeout=300ms", "upgrade", "head", check=False)
+        result = db.alembic("-x", "lock_timeout=300ms", "upgrade", "head", check=False)
     assert_one_clear_line(result, "canceling statement due to lock timeout", "55P03")
-    assert nocron_db.scalar("SELECT to_regclass('otel_trace_summaries')") is None
+    assert db.scalar("SELECT to_regclass('otel_trace_summaries')") is None
 
 
 def test_sql_script_needs_no_database():

@@ -7,8 +7,6 @@ pg_matviews, pg_indexes and cron.job directly.
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 from pytest_alembic.tests import (
     test_single_head_revision,
@@ -16,9 +14,10 @@ from pytest_alembic.tests import (
     test_upgrade,
 )
 
-from cnpg_trace_summaries.localdb import server_bindir
-from cnpg_trace_summaries.schema import SUMMARY_INDEXES
-from tests.conftest import Database, run_alembic
+from cnpg_trace_summaries.contract import SUMMARY_INDEXES
+from tests.support import ROOT
+from tests.support.commands import psql, run_alembic
+from tests.support.database import Database
 
 __all__ = ["test_single_head_revision", "test_up_down_consistency", "test_upgrade"]
 
@@ -49,25 +48,8 @@ def summary_objects(database: Database) -> dict:
     return {"views": views, "indexes": indexes, "jobs": jobs}
 
 
-def psql_file(database: Database, path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            str(server_bindir() / "psql"),
-            "-X",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-f",
-            str(path),
-            database.url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-
-
 def test_upgrade_creates_view_indexes_and_job(cron_db: Database):
-    cron_db.alembic("upgrade", "head")
+    cron_db.migrate("upgrade", "head")
     assert summary_objects(cron_db) == {
         "views": 1,
         "indexes": sorted(SUMMARY_INDEXES),
@@ -76,12 +58,12 @@ def test_upgrade_creates_view_indexes_and_job(cron_db: Database):
 
 
 def test_view_is_populated_and_analyzed_when_created(cron_db: Database):
-    cron_db.alembic("upgrade", BASE_REVISION)
+    cron_db.migrate("upgrade", BASE_REVISION)
     cron_db.execute(
         "INSERT INTO otel_traces (timestamp, trace_id, span_id, name) "
         "SELECT now(), 'trace-' || g, 'root', 'GET /' FROM generate_series(1, 10) AS g"
     )
-    cron_db.alembic("upgrade", "head")
+    cron_db.migrate("upgrade", "head")
     with cron_db.connect() as conn:
         populated, analyzed = conn.execute(
             "SELECT m.ispopulated, s.last_analyze IS NOT NULL FROM pg_matviews m "
@@ -96,35 +78,35 @@ def test_view_is_populated_and_analyzed_when_created(cron_db: Database):
 
 
 def test_downgrade_leaves_no_view_index_or_job_behind_and_upgrade_works_again(cron_db: Database):
-    cron_db.alembic("upgrade", "head")
-    result = cron_db.alembic("downgrade", "-1")
+    cron_db.migrate("upgrade", "head")
+    notices = cron_db.migrate("downgrade", "-1")
 
-    assert "unscheduled" in result.stderr
+    assert "unscheduled" in notices
     assert summary_objects(cron_db) == {"views": 0, "indexes": [], "jobs": 0}
-    assert cron_db.scalar("SELECT version_num FROM alembic_version") == BASE_REVISION
+    assert cron_db.version() == BASE_REVISION
     assert cron_db.scalar("SELECT to_regclass('otel_traces')") is not None
     # pg_cron itself stays: other jobs may depend on it.
     assert cron_db.scalar("SELECT count(*) FROM pg_extension WHERE extname = 'pg_cron'") == 1
 
-    cron_db.alembic("upgrade", "head")
+    cron_db.migrate("upgrade", "head")
     assert summary_objects(cron_db)["jobs"] == 1
 
 
 def test_downgrade_without_pg_cron_touches_nothing_in_cron(nocron_db: Database):
-    nocron_db.alembic("upgrade", "head")
-    nocron_db.alembic("downgrade", "-1")
+    nocron_db.migrate("upgrade", "head")
+    nocron_db.migrate("downgrade", "-1")
     assert summary_objects(nocron_db) == {"views": 0, "indexes": [], "jobs": 0}
     assert nocron_db.scalar("SELECT to_regnamespace('cron')") is None
 
 
 def test_scheduling_again_updates_the_one_job_instead_of_adding_a_second(cron_db: Database):
-    cron_db.alembic("upgrade", "head")
+    cron_db.migrate("upgrade", "head")
     first = cron_db.scalar("SELECT jobid FROM cron.job WHERE jobname = %s", (cron_db.job_name,))
     # Someone changed the schedule by hand, then the revision runs again.
     cron_db.execute("SELECT cron.alter_job(%s, schedule => '0 * * * *')", (first,))
     cron_db.execute("DROP MATERIALIZED VIEW otel_trace_summaries")
-    cron_db.alembic("stamp", BASE_REVISION)
-    cron_db.alembic("upgrade", "head")
+    cron_db.migrate("stamp", BASE_REVISION)
+    cron_db.migrate("upgrade", "head")
 
     with cron_db.connect() as conn:
         jobs = conn.execute(
@@ -141,7 +123,7 @@ def test_sql_script_applies_with_psql_and_matches_an_online_upgrade(cron_db: Dat
     script.write_text(offline.stdout)
     assert "DO $schedule$" in offline.stdout
 
-    applied = psql_file(cron_db, script)
+    applied = psql(cron_db.url, "-f", str(script))
 
     assert "scheduled" in applied.stderr
     assert summary_objects(cron_db) == {
@@ -149,13 +131,13 @@ def test_sql_script_applies_with_psql_and_matches_an_online_upgrade(cron_db: Dat
         "indexes": sorted(SUMMARY_INDEXES),
         "jobs": 1,
     }
-    assert cron_db.scalar("SELECT version_num FROM alembic_version") == HEAD
+    assert cron_db.version() == HEAD
 
     downgrade = tmp_path / "downgrade.sql"
     downgrade.write_text(
         run_alembic("downgrade", f"{HEAD}:{BASE_REVISION}", "--sql", database_url=None).stdout
     )
-    psql_file(cron_db, downgrade)
+    psql(cron_db.url, "-f", str(downgrade))
     assert summary_objects(cron_db) == {"views": 0, "indexes": [], "jobs": 0}
 
 
@@ -164,7 +146,7 @@ def test_sql_script_without_pg_cron_creates_the_view_and_says_manual_refresh(
 ):
     script = tmp_path / "upgrade.sql"
     script.write_text(run_alembic("upgrade", "head", "--sql", database_url=None).stdout)
-    applied = psql_file(nocron_db, script)
+    applied = psql(nocron_db.url, "-f", str(script))
     assert "manual refresh is required" in applied.stderr
     assert summary_objects(nocron_db) == {
         "views": 1,
@@ -173,8 +155,8 @@ def test_sql_script_without_pg_cron_creates_the_view_and_says_manual_refresh(
     }
 
 
-def test_an_existing_trace_store_is_adopted_with_its_spans(fresh_db: Database):
-    fresh_db.execute(
+def test_an_existing_trace_store_is_adopted_with_its_spans(db: Database):
+    db.execute(
         "CREATE TABLE otel_traces (timestamp timestamptz NOT NULL, trace_id text, span_id text, "
         "parent_span_id text, name text, kind integer, start_time_unix_nano bigint, "
         "end_time_unix_nano bigint, service_name text, service_version text, "
@@ -183,25 +165,23 @@ def test_an_existing_trace_store_is_adopted_with_its_spans(fresh_db: Database):
         "links text, created_at timestamptz NOT NULL DEFAULT now(), "
         "PRIMARY KEY (timestamp, trace_id, span_id))"
     )
-    fresh_db.execute(
+    db.execute(
         "INSERT INTO otel_traces (timestamp, trace_id, span_id, name) "
         "VALUES (now(), 'kept', 'root', 'GET /')"
     )
-    upgrade = fresh_db.alembic("upgrade", "head")
-    assert "adopting it as it is" in upgrade.stderr
-    assert fresh_db.scalar("SELECT count(*) FROM otel_trace_summaries") == 1
+    upgrade = db.migrate("upgrade", "head")
+    assert "adopting it as it is" in upgrade
+    assert db.scalar("SELECT count(*) FROM otel_trace_summaries") == 1
 
-    downgrade = fresh_db.alembic("downgrade", "base")
-    assert "adopted, not created" in downgrade.stderr
-    assert fresh_db.scalar("SELECT count(*) FROM otel_traces") == 1
+    downgrade = db.migrate("downgrade", "base")
+    assert "adopted, not created" in downgrade
+    assert db.scalar("SELECT count(*) FROM otel_traces") == 1
 
 
-def test_downgrade_to_base_keeps_spans_unless_told_to_drop_them(fresh_db: Database):
-    fresh_db.alembic("upgrade", "head")
-    fresh_db.execute(
-        "INSERT INTO otel_traces (timestamp, trace_id, span_id) VALUES (now(), 't', 's')"
-    )
-    refused = fresh_db.alembic("downgrade", "base", check=False)
+def test_downgrade_to_base_keeps_spans_unless_told_to_drop_them(db: Database):
+    db.migrate("upgrade", "head")
+    db.execute("INSERT INTO otel_traces (timestamp, trace_id, span_id) VALUES (now(), 't', 's')")
+    refused = db.alembic("downgrade", "base", check=False)
     assert refused.returncode == 1
     last_line = refused.stderr.strip().splitlines()[-1]
     assert last_line.startswith("alembic: migration failed")
@@ -209,29 +189,44 @@ def test_downgrade_to_base_keeps_spans_unless_told_to_drop_them(fresh_db: Databa
     assert "drop_trace_data=yes" in last_line
     assert "Traceback" not in refused.stderr
     # All or nothing: the refused step left revision 1 in place.
-    assert fresh_db.scalar("SELECT count(*) FROM otel_traces") == 1
+    assert db.scalar("SELECT count(*) FROM otel_traces") == 1
 
-    fresh_db.alembic("-x", "drop_trace_data=yes", "downgrade", "base")
-    assert fresh_db.scalar("SELECT to_regclass('otel_traces')") is None
+    db.migrate("downgrade", "base", x={"drop_trace_data": "yes"})
+    assert db.scalar("SELECT to_regclass('otel_traces')") is None
 
 
-def test_a_foreign_otel_trace_summaries_stops_the_upgrade_with_advice(fresh_db: Database):
-    fresh_db.alembic("upgrade", BASE_REVISION)
-    fresh_db.execute("CREATE MATERIALIZED VIEW otel_trace_summaries AS SELECT 1 AS trace_id")
-    result = fresh_db.alembic("upgrade", "head", check=False)
+def test_a_foreign_otel_trace_summaries_stops_the_upgrade_with_advice(db: Database):
+    db.migrate("upgrade", BASE_REVISION)
+    db.execute("CREATE MATERIALIZED VIEW otel_trace_summaries AS SELECT 1 AS trace_id")
+    result = db.alembic("upgrade", "head", check=False)
     assert result.returncode == 1
     line = result.stderr.strip().splitlines()[-1]
     assert "was not created by this revision" in line
     assert "DROP MATERIALIZED VIEW otel_trace_summaries" in line
-    assert fresh_db.scalar("SELECT version_num FROM alembic_version") == BASE_REVISION
+    assert db.version() == BASE_REVISION
+
+
+# What a revision may import of the package: the contract and the SQL that the
+# switch command shares with it; never the console command or the queries.
+REVISION_IMPORTS = {
+    "contract",
+    "options",
+    "database",
+    "incremental_mode",
+    "modes",
+    "pgcron",
+    "view_mode",
+}
 
 
 @pytest.mark.parametrize("revision", [HEAD, BASE_REVISION])
-def test_revision_files_keep_their_sql_to_themselves(revision):
-    """Revisions are frozen: they import nothing from the application package."""
-    from tests.conftest import ROOT
-
+def test_revisions_import_only_the_contract_and_the_shared_sql(revision):
     (path,) = (ROOT / "alembic/versions").glob(f"{revision}_*.py")
-    text = path.read_text()
-    assert "import cnpg_trace_summaries" not in text
-    assert "from cnpg_trace_summaries" not in text
+    imported = set()
+    for line in path.read_text().splitlines():
+        if line.startswith("from cnpg_trace_summaries"):
+            module, _, names = line.removeprefix("from ").partition(" import ")
+            imported |= {module.rpartition(".")[2]} if module.count(".") else set()
+            if module == "cnpg_trace_summaries":
+                imported |= {name.strip() for name in names.split(",")}
+    assert imported <= REVISION_IMPORTS

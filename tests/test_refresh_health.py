@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -10,7 +11,10 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, Database, environment, run_cli
+from cnpg_trace_summaries.contract import REFRESH_LOCK_CLASS, lock_key_sql
+from tests.support import ROOT
+from tests.support.commands import environment, run_cli
+from tests.support.database import Database
 
 
 class Refresher:
@@ -44,14 +48,14 @@ class Refresher:
 
 @pytest.fixture
 def summarized(cron_db: Database) -> Database:
-    cron_db.alembic("upgrade", "00000000000001")
+    cron_db.migrate("upgrade", "00000000000001")
     cron_db.execute(
         "INSERT INTO otel_traces (timestamp, trace_id, span_id, name) "
         "SELECT now() - interval '10 minutes' - g * interval '1 minute', 'trace-' || g, 'root', "
         "'GET /' "
         "FROM generate_series(1, 20) AS g"
     )
-    cron_db.alembic("upgrade", "head")
+    cron_db.migrate("upgrade", "head")
     return cron_db
 
 
@@ -81,11 +85,36 @@ def test_status_exits_2_when_the_view_trails_the_newest_spans(summarized: Databa
     assert result.returncode == 2
     payload = json.loads(result.stdout)
     assert payload["healthy"] is False
-    assert any("trails the newest span" in problem for problem in payload["problems"])
+    assert any("trail the newest span" in problem for problem in payload["problems"])
+
+
+def test_status_is_not_ok_when_the_job_has_not_succeeded_within_two_intervals(
+    summarized: Database,
+):
+    # As if the job had been scheduled ten minutes ago and never run since.
+    summarized.execute(
+        "SELECT cron.alter_job(jobid, active := false) FROM cron.job WHERE jobname = %s",
+        (summarized.job_name,),
+    )
+    comment = summarized.scalar("SELECT obj_description('otel_trace_summaries'::regclass)")
+    old = re.sub(r"installed at [^)]*", "installed at 2026-01-01T00:00:00Z", comment)
+    summarized.execute(f"COMMENT ON MATERIALIZED VIEW otel_trace_summaries IS '{old}'")
+    result = run_cli("status", "--json", DATABASE_URL=summarized.url)
+    assert result.returncode == 2
+    problems = json.loads(result.stdout)["problems"]
+    assert any("has never succeeded" in problem for problem in problems), problems
+
+
+def test_a_freshly_scheduled_job_that_has_not_run_yet_is_ok(summarized: Database):
+    result = run_cli("status", "--json", DATABASE_URL=summarized.url)
+    payload = json.loads(result.stdout)
+    assert payload["last_success_at"] is None
+    assert payload["installed_at"] is not None
+    assert result.returncode == 0, payload["problems"]
 
 
 def test_status_without_pg_cron_points_to_the_fallback_refresher(nocron_db: Database):
-    nocron_db.alembic("upgrade", "head")
+    nocron_db.migrate("upgrade", "head")
     result = run_cli("status", DATABASE_URL=nocron_db.url)
     assert result.returncode == 0
     assert "trace-summaries refresh --every 120" in result.stdout
@@ -129,8 +158,7 @@ def test_a_failed_refresh_is_reported_and_retried_at_the_next_tick(summarized: D
 
 def test_two_refreshers_never_overlap(summarized: Database):
     with summarized.connect() as holder:
-        view = f"{summarized.schema}.otel_trace_summaries"
-        holder.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (view,))
+        holder.execute(f"SELECT pg_advisory_xact_lock({lock_key_sql(REFRESH_LOCK_CLASS)})")
         result = run_cli("refresh", DATABASE_URL=summarized.url)
     assert result.returncode == 3
     assert "skipped: another refresher holds the lock" in result.stdout

@@ -47,8 +47,8 @@ Waits
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-
 from alembic import context, op
+
 from cnpg_trace_summaries import options
 from cnpg_trace_summaries.contract import CREATED_MARKER, TRACE_INDEXES_FOR_SUMMARIES
 

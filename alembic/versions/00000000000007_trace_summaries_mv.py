@@ -57,6 +57,7 @@ import logging
 from collections.abc import Sequence
 
 from alembic import context, op
+
 from cnpg_trace_summaries import incremental_mode, modes, options, pgcron, view_mode
 from cnpg_trace_summaries.contract import SUMMARIES
 from cnpg_trace_summaries.database import MigrationError

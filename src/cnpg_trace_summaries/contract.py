@@ -110,13 +110,15 @@ STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 # -- identities ---------------------------------------------------------------------------------
 # The pg_cron job that refreshes the summaries of one schema of one database,
 # as a SQL expression over {database} and {schema} (SQL expressions themselves).
-# cron.job.jobname is a `name`: 63 bytes at most. A name that fits, and whose
-# database name has no '.', is kept readable: otel_trace_summaries:<db>.<schema>.
-# Any other is cut, at a character boundary, to 52 bytes and given a hash of
-# both names (quoted, so the split is unambiguous), so that long and non-ASCII
-# names never share a job and `name` never cuts them again.
+# cron.job.jobname is a `name`: 63 bytes at most. A name that fits, whose
+# database name has no '.' and whose names have no '~', is kept readable:
+# otel_trace_summaries:<db>.<schema>. Any other is cut, at a character
+# boundary, to 52 bytes and given '~' and a hash of both names (quoted, so the
+# split is unambiguous): long and non-ASCII names never share a job, `name`
+# never cuts them again, and no readable name looks like a hashed one.
 JOB_NAME_SQL = """(SELECT CASE
-    WHEN octet_length(job.readable) <= 63 AND strpos({database}, '.') = 0 THEN job.readable
+    WHEN octet_length(job.readable) <= 63 AND strpos({database}, '.') = 0
+         AND strpos({database} || {schema}, '~') = 0 THEN job.readable
     ELSE (SELECT left(job.readable, n) FROM generate_series(least(char_length(job.readable), 52), 0, -1) AS n
           WHERE octet_length(left(job.readable, n)) <= 52 LIMIT 1)
          || '~' || left(md5(quote_ident({database}) || '.' || quote_ident({schema})), 10)

@@ -60,8 +60,9 @@ from cnpg_trace_summaries.view_mode import SUMMARIES_STORAGE, comment, create_in
 APPLY_FUNCTION = "otel_trace_summaries_apply_changes"
 REBUILD_PLAN_FUNCTION = "otel_trace_summaries_rebuild_plan"
 REBUILD_BATCH_FUNCTION = "otel_trace_summaries_rebuild_range"
-# A full rebuild commits after about this many spans.
-SPANS_PER_REBUILD_BATCH = 1_000_000
+# A full rebuild commits after about this many spans, unless the state row's
+# spans_per_rebuild_range says otherwise.
+SPANS_PER_REBUILD_RANGE = 1_000_000
 
 REFUSE_HYPERTABLE = f"""
 DO $guard$
@@ -112,7 +113,8 @@ CREATE TABLE {STATE_TABLE} (
     last_refresh_keys bigint,
     last_refresh_upserted bigint,
     last_refresh_deleted bigint,
-    last_full_refresh_at timestamptz
+    last_full_refresh_at timestamptz,
+    spans_per_rebuild_range bigint CHECK (spans_per_rebuild_range > 0)
 )
 """
 
@@ -125,7 +127,9 @@ HELPER_COMMENTS = [
     f"triggers on otel_traces and claimed by {REFRESH_FUNCTION}() ({CREATED_MARKER})'",
     f"COMMENT ON TABLE {STATE_TABLE} IS 'the incremental refresh''s window boundary, pending "
     f"rebuild and last run ({CREATED_MARKER}); full_refresh_above: dirty keys above which a "
-    f"refresh rebuilds everything (NULL: a third of the summaries, at least 100000)'",
+    f"refresh rebuilds everything (NULL: a third of the summaries, at least 100000); "
+    f"spans_per_rebuild_range: about how many spans a full rebuild reads per committed range "
+    f"(NULL: {SPANS_PER_REBUILD_RANGE})'",
 ]
 
 _SET_COLUMNS = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in SUMMARY_COLUMNS[1:])
@@ -143,6 +147,7 @@ UPSERT_COMPUTED = f"""INSERT INTO {SUMMARIES} AS s ({_COLUMNS})
 CAPTURE = f"""
 CREATE FUNCTION {CAPTURE_FUNCTION}() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $capture$
+#variable_conflict use_variable
 DECLARE
     boundary constant timestamptz :=
         coalesce((SELECT window_boundary FROM {STATE_TABLE}), '-infinity');
@@ -179,6 +184,7 @@ $truncated$
 APPLY = f"""
 CREATE FUNCTION {APPLY_FUNCTION}(new_boundary timestamptz) RETURNS jsonb
 LANGUAGE plpgsql AS $apply$
+#variable_conflict use_variable
 DECLARE
     previous timestamptz;
     n_claimed bigint;
@@ -216,9 +222,11 @@ $apply$
 """
 
 # The ranges a full rebuild commits one by one: trace_id boundaries from the
-# planner's histogram, about SPANS_PER_REBUILD_BATCH spans each; NULL = open.
+# planner's histogram (in its order, which is the column's collation's, as the
+# ranges' comparisons are), about spans_per_range spans each; NULL = open.
+# A partitioned (or inherited) otel_traces has statistics over its whole tree.
 REBUILD_PLAN = f"""
-CREATE FUNCTION {REBUILD_PLAN_FUNCTION}() RETURNS text[]
+CREATE FUNCTION {REBUILD_PLAN_FUNCTION}(spans_per_range bigint) RETURNS text[]
 LANGUAGE sql STABLE AS $plan$
     WITH stats AS (
         SELECT CAST(histogram_bounds AS text) AS bounds,
@@ -226,6 +234,8 @@ LANGUAGE sql STABLE AS $plan$
                 WHERE oid = to_regclass('{TRACES_TABLE}')) AS spans
         FROM pg_stats
         WHERE schemaname = current_schema() AND tablename = '{TRACES_TABLE}' AND attname = 'trace_id'
+        ORDER BY inherited DESC
+        LIMIT 1
     ), bounds AS (
         SELECT bound, ordinality, CAST(array_length(CAST(bounds AS text[]), 1) AS bigint) AS buckets, spans
         FROM stats, unnest(CAST(bounds AS text[])) WITH ORDINALITY AS b(bound, ordinality)
@@ -234,13 +244,14 @@ LANGUAGE sql STABLE AS $plan$
     FROM bounds
     WHERE ordinality > 1 AND ordinality < buckets
       AND (ordinality - 1)
-          % CAST(greatest(1, ceil({SPANS_PER_REBUILD_BATCH} / greatest(spans / buckets, 1))) AS bigint) = 0
+          % CAST(greatest(1, ceil(spans_per_range / greatest(spans / buckets, 1))) AS bigint) = 0
 $plan$
 """
 
 REBUILD_RANGE = f"""
 CREATE FUNCTION {REBUILD_BATCH_FUNCTION}(boundary timestamptz, low text, high text) RETURNS jsonb
 LANGUAGE plpgsql AS $range$
+#variable_conflict use_variable
 DECLARE
     n_upserted bigint;
     n_deleted bigint;
@@ -267,6 +278,7 @@ $range$
 PROCEDURE_BODY = f"""
 CREATE PROCEDURE %1$I.{REFRESH_FUNCTION}(full_rebuild boolean DEFAULT false, INOUT outcome jsonb DEFAULT NULL)
 LANGUAGE plpgsql AS $refresh$
+#variable_conflict use_variable
 DECLARE
     started constant timestamptz := clock_timestamp();
     boundary timestamptz := now() - interval '{WINDOW}';
@@ -303,9 +315,15 @@ BEGIN
         result := %1$I.{APPLY_FUNCTION}(boundary);
     ELSE
         -- Claim everything now: each range below is read in a later snapshot.
+        -- Until the last range is committed the state row asks for a full
+        -- rebuild, so that one interrupted halfway (killed, cancelled, failed)
+        -- is done again by the next refresh: the keys it claimed are gone.
         DELETE FROM %1$I.{DIRTY_TABLE};
-        UPDATE %1$I.{STATE_TABLE} SET window_boundary = boundary;
-        ranges := %1$I.{REBUILD_PLAN_FUNCTION}();
+        UPDATE %1$I.{STATE_TABLE}
+        SET window_boundary = boundary,
+            rebuild_requested = coalesce(rebuild_requested, format('a full rebuild started at %%s has not finished (%%s)', started, reason)),
+            rebuild_requested_at = coalesce(rebuild_requested_at, started);
+        ranges := %1$I.{REBUILD_PLAN_FUNCTION}(coalesce(state.spans_per_rebuild_range, {SPANS_PER_REBUILD_RANGE}));
         COMMIT;
         low := NULL;
         FOR i IN 1 .. coalesce(array_length(ranges, 1), 0) + 1 LOOP
@@ -353,7 +371,7 @@ BEGIN
     EXECUTE format('ALTER FUNCTION %1$I.{CAPTURE_FUNCTION}() SET search_path = pg_catalog, %1$I, pg_temp', current_schema());
     EXECUTE format('ALTER FUNCTION %1$I.{TRUNCATE_FUNCTION}() SET search_path = pg_catalog, %1$I, pg_temp', current_schema());
     EXECUTE format('ALTER FUNCTION %1$I.{APPLY_FUNCTION}(timestamptz) SET search_path = %1$I, pg_catalog, pg_temp', current_schema());
-    EXECUTE format('ALTER FUNCTION %1$I.{REBUILD_PLAN_FUNCTION}() SET search_path = %1$I, pg_catalog, pg_temp', current_schema());
+    EXECUTE format('ALTER FUNCTION %1$I.{REBUILD_PLAN_FUNCTION}(bigint) SET search_path = %1$I, pg_catalog, pg_temp', current_schema());
     EXECUTE format('ALTER FUNCTION %1$I.{REBUILD_BATCH_FUNCTION}(timestamptz, text, text) SET search_path = %1$I, pg_catalog, pg_temp', current_schema());
     EXECUTE format('REVOKE ALL ON FUNCTION %1$I.{CAPTURE_FUNCTION}(), %1$I.{TRUNCATE_FUNCTION}() FROM PUBLIC', current_schema());
 END
@@ -409,7 +427,7 @@ MACHINERY = [
     ("PROCEDURE", f"{REFRESH_FUNCTION}(boolean, jsonb)", "to_regprocedure"),
     ("FUNCTION", f"{APPLY_FUNCTION}(timestamptz)", "to_regprocedure"),
     ("FUNCTION", f"{REBUILD_BATCH_FUNCTION}(timestamptz, text, text)", "to_regprocedure"),
-    ("FUNCTION", f"{REBUILD_PLAN_FUNCTION}()", "to_regprocedure"),
+    ("FUNCTION", f"{REBUILD_PLAN_FUNCTION}(bigint)", "to_regprocedure"),
     ("FUNCTION", f"{CAPTURE_FUNCTION}()", "to_regprocedure"),
     ("FUNCTION", f"{TRUNCATE_FUNCTION}()", "to_regprocedure"),
     ("TABLE", DIRTY_TABLE, "to_regclass"),

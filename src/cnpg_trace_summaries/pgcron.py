@@ -24,6 +24,7 @@ The job name, the schedule and the command come from :mod:`.contract`.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 import psycopg
@@ -145,7 +146,7 @@ def schedule_elsewhere(conn: psycopg.Connection, location: Location, mode: str) 
         with connect_to(conn, location.database, autocommit=True) as cron:
             cron.execute(statement)
     except psycopg.Error as error:
-        role = sql.Identifier(location.facts["role"]).as_string(None)
+        role = quote_ident(location.facts["role"])
         raise CronError(
             f"could not schedule the refresh in database {location.database}, where pg_cron lives "
             f"({location.how}): {' '.join(str(error).split())}. Ask an administrator to run "
@@ -177,6 +178,13 @@ def unschedule_elsewhere(conn: psycopg.Connection, location: Location) -> str | 
     if not removed:
         return None
     return f'pg_cron job "{job_name}" unscheduled in database {location.database}'
+
+
+def quote_ident(name: str) -> str:
+    """A role name as PostgreSQL's quote_ident() writes it: quoted only where it must be."""
+    if re.fullmatch(r"[a-z_][a-z0-9_$]*", name):
+        return name
+    return sql.Identifier(name).as_string(None)
 
 
 def _literal(value: str | None) -> str:

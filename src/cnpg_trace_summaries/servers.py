@@ -278,6 +278,17 @@ def free_port(preferred: int = 0) -> int:
     raise ServerError("no free TCP port on 127.0.0.1")
 
 
+def libpq_url(
+    host: str, port: int, dbname: str, user: str, password: str | None, schema: str | None = None
+) -> str:
+    """A libpq URL; ``schema`` goes first on every session's search_path."""
+    auth = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
+    url = f"postgresql://{auth}@{host}:{port}/{quote(dbname, safe='')}"
+    if schema:
+        url += "?options=" + quote(f"-csearch_path={schema}")
+    return url
+
+
 def _conf_value(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
@@ -292,6 +303,7 @@ class Cluster:
     password: str | None = None
     settings: dict[str, str] = field(default_factory=dict)
     host: str = "127.0.0.1"
+    user: str = SUPERUSER
 
     # -- where it is ------------------------------------------------------------
     @property
@@ -318,17 +330,19 @@ class Cluster:
         self,
         dbname: str = "postgres",
         *,
-        user: str = SUPERUSER,
+        user: str | None = None,
         password: str | None = None,
         schema: str | None = None,
     ) -> str:
-        """A libpq URL; ``schema`` goes first on every session's search_path."""
-        password = self.password if password is None and user == SUPERUSER else password
-        auth = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
-        url = f"postgresql://{auth}@{self.host}:{self.port}/{quote(dbname, safe='')}"
-        if schema:
-            url += "?options=" + quote(f"-csearch_path={schema}")
-        return url
+        """A libpq URL (the superuser's by default); ``schema`` goes first on the search_path."""
+        return libpq_url(
+            self.host,
+            self.port,
+            dbname,
+            user or self.user,
+            self.password if user is None else password,
+            schema,
+        )
 
     def connect(self, dbname: str = "postgres", **kwargs) -> psycopg.Connection:
         """A superuser connection."""
@@ -480,13 +494,18 @@ class Cluster:
         return standby.start()
 
     # -- databases --------------------------------------------------------------------
-    def create_database(self, name: str, **options: str) -> None:
-        clauses = sql.SQL(" ").join(
-            sql.SQL("{} {}").format(sql.SQL(key.upper()), sql.Literal(value))
-            for key, value in options.items()
-        )
+    def create_database(self, name: str, owner: str | None = None, **options: str) -> None:
+        """CREATE DATABASE ``name`` [OWNER ``owner``] with ``options`` (LOCALE='C.UTF-8', ...)."""
+        clauses = [
+            sql.SQL("{} {}").format(sql.SQL(k.upper()), sql.Literal(v)) for k, v in options.items()
+        ]
+        if owner:
+            clauses.append(sql.SQL("OWNER {}").format(sql.Identifier(owner)))
         with self.connect(autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {} ").format(sql.Identifier(name)) + clauses)
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} ").format(sql.Identifier(name))
+                + sql.SQL(" ").join(clauses)
+            )
 
     def drop_database(self, name: str) -> None:
         with self.connect(autocommit=True) as conn:

@@ -1,0 +1,360 @@
+"""The incremental mode's part of the benchmark: switching, steady-state cycles, full rebuilds.
+
+A steady-state cycle is two minutes of a store that takes ``rate`` spans per
+second, replayed as fast as the server goes (the cycles run back to back):
+
+1. ``rate * 120`` new spans (new traces of 10 spans each) in 1,000-row
+   ``INSERT`` statements, each its own transaction, as a collector writes them;
+2. 50 late spans of older traces (a late error, timestamped in its trace's time);
+3. the spans that leave the window: time does not pass by two minutes between
+   two cycles here, so leaving is simulated by deleting as many of the oldest
+   spans in the window as came in (a steady state: the window keeps its size).
+   Their traces are recomputed through the dirty keys that the delete trigger
+   writes, exactly the work that spans crossing the boundary cost (the same
+   traces, found by the refresh's range scan of the boundary instead);
+4. the real window boundary moves too, by the wall time of the cycle: a band of
+   spans at the data's own density lies just inside the boundary (see
+   :func:`add_boundary_band`), and those that cross it in a cycle are recomputed
+   through the refresh's boundary scan;
+5. ``CALL otel_trace_summaries_refresh()``, timed: the figure;
+6. :func:`cnpg_trace_summaries.summaries.verify` right after it: the table must
+   equal the definition at the stored window boundary, at one snapshot, with no
+   change left pending.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import psycopg
+
+from bench import generate
+from cnpg_trace_summaries import summaries
+from cnpg_trace_summaries.contract import (
+    DIRTY_TABLE,
+    REFRESH_FUNCTION,
+    REFRESH_INTERVAL_SECONDS,
+    STATE_TABLE,
+    SUMMARIES,
+    WINDOW_DAYS,
+)
+
+SPANS_PER_TRACE = 10
+ROWS_PER_STATEMENT = 1_000
+LATE_SPANS = 50
+# Loaded traces start over the last 6.9 days (bench/generate.py).
+LOADED_DAYS = 6.9
+
+# Columns and values of one generated span, shared by the cycle's and the band's
+# statements: trace i of tag, span s (0 = root), starting at "started".
+_SPAN_COLUMNS = """("timestamp", trace_id, span_id, parent_span_id, name, kind,
+    start_time_unix_nano, end_time_unix_nano, service_name, service_version,
+    service_instance, scope_name, scope_version, status_code, status_message,
+    attributes, resource_attributes, events, links)"""
+_SPAN_VALUES = """started + s * interval '3 milliseconds',
+    md5(%(tag)s || '.' || i),
+    left(md5(%(tag)s || '.' || i || '.' || s), 16),
+    CASE WHEN s = 0 THEN NULL ELSE left(md5(%(tag)s || '.' || i || '.' || ((s - 1) / 2)), 16) END,
+    CASE WHEN s = 0 THEN 'GET /api/v1/' || (i %% 17) ELSE 'rpc.call-' || (s %% 5) END,
+    CASE WHEN s = 0 THEN 2 WHEN s %% 2 = 1 THEN 3 ELSE 2 END,
+    CAST(extract(epoch FROM started) * 1e9 AS bigint) + s * 3000000,
+    CAST(extract(epoch FROM started) * 1e9 AS bigint) + s * 3000000 + (20 - s) * 1500000,
+    (%(services)s::text[])[1 + (i * 7 + s * 3) %% 12],
+    '1.4.2', 'pod-' || (i %% 50), 'io.opentelemetry.demo', '1.0.0',
+    CASE WHEN i %% 33 = 0 AND s = 9 THEN 2 WHEN s %% 4 = 0 THEN 1 ELSE 0 END,
+    CASE WHEN i %% 33 = 0 AND s = 9 THEN 'deadline exceeded' ELSE '' END,
+    '{"http.method":"GET"}', '{"k8s.namespace.name":"shop"}', '[]', '[]'"""
+
+# One 1,000-row INSERT: traces first..last of this cycle, 10 spans each, just now.
+NEW_TRACES_SQL = f"""
+INSERT INTO otel_traces {_SPAN_COLUMNS}
+SELECT {_SPAN_VALUES}
+FROM generate_series(CAST(%(first)s AS integer), CAST(%(last)s AS integer)) AS i
+CROSS JOIN LATERAL (SELECT now() - interval '20 seconds' + i * interval '1 millisecond' AS started) AS t
+CROSS JOIN generate_series(0, {SPANS_PER_TRACE - 1}) AS s
+"""
+
+# Traces just inside the window boundary, evenly spaced over the next
+# %(seconds)s seconds of it, %(gap)s seconds apart.
+BAND_SQL = f"""
+INSERT INTO otel_traces {_SPAN_COLUMNS}
+SELECT {_SPAN_VALUES}
+FROM generate_series(CAST(%(first)s AS integer), CAST(%(last)s AS integer)) AS i
+CROSS JOIN LATERAL (
+    SELECT CAST(%(start)s AS timestamptz) + i * CAST(%(gap)s AS double precision) * interval '1 second'
+           AS started
+) AS t
+CROSS JOIN generate_series(0, {SPANS_PER_TRACE - 1}) AS s
+"""
+
+# Late error spans of %(late)s older traces: traces picked at random among the
+# summaries whose last span came before this cycle, timestamped in their time.
+LATE_SPANS_SQL = f"""
+INSERT INTO otel_traces {_SPAN_COLUMNS}
+SELECT o."timestamp" + g * interval '1 microsecond', o.trace_id,
+       left(md5(%(tag)s || '.late.' || g), 16), o.root_span_id, 'late.db', 3,
+       o.start_time_unix_nano + 1000, o.start_time_unix_nano + 2000000, 'inventory',
+       '1.4.2', 'pod-late', 'io.opentelemetry.demo', '1.0.0', 2, 'late error',
+       '{{}}', '{{}}', '[]', '[]'
+FROM generate_series(1, %(late)s) AS g
+CROSS JOIN LATERAL (
+    SELECT trace_id, "timestamp", root_span_id, start_time_unix_nano
+    FROM {SUMMARIES}
+    WHERE trace_id >= md5(%(tag)s || '.pick.' || g) AND "timestamp" < %(before)s
+    ORDER BY trace_id
+    LIMIT 1
+) AS o
+"""
+
+# The oldest %(n)s spans of the window above %(floor)s (the band's end): "the
+# spans that leave the window" of a cycle, as time does not pass here.
+DELETE_OLDEST_SQL = """
+DELETE FROM otel_traces
+WHERE "timestamp" > %(floor)s
+  AND "timestamp" <= (SELECT "timestamp" FROM otel_traces WHERE "timestamp" > %(floor)s
+                      ORDER BY "timestamp" OFFSET %(n)s - 1 LIMIT 1)
+"""
+
+SWITCHED = re.compile(r"built beside the old one in ([\d.]+)s, swapped in (\d+) ms")
+
+
+def trace_summaries_command() -> list[str]:
+    """The operator's console command, from this interpreter's environment."""
+    script = Path(sys.executable).parent / "trace-summaries"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("trace-summaries")
+    return [found] if found else [sys.executable, "-m", "cnpg_trace_summaries.cli"]
+
+
+def switch(url: str, mode: str) -> dict:
+    """``trace-summaries switch <mode>``, timed; the build and swap times it prints."""
+    started = time.perf_counter()
+    result = subprocess.run(
+        [*trace_summaries_command(), "switch", mode],
+        env=dict(os.environ, DATABASE_URL=url),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"trace-summaries switch {mode} failed: {result.stderr.strip()}")
+    found = SWITCHED.search(result.stdout)
+    if not found:
+        raise RuntimeError(f"unexpected output of trace-summaries switch: {result.stdout!r}")
+    return {
+        "to": mode,
+        "command_s": wall,
+        "build_s": float(found.group(1)),
+        "swap_ms": int(found.group(2)),
+        "output": result.stdout.strip(),
+    }
+
+
+def unschedule(conn: psycopg.Connection) -> None:
+    """The benchmark refreshes by itself: no pg_cron job may refresh in the middle."""
+    conn.execute(
+        "SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname LIKE 'otel_trace_summaries:%'"
+    )
+
+
+def data_density(traces: int) -> float:
+    """Spans per second of timestamps in the loaded data (about 10 spans per trace)."""
+    return traces * SPANS_PER_TRACE / (LOADED_DAYS * 86_400)
+
+
+def refresh(conn: psycopg.Connection, *, full: bool = False) -> tuple[float, dict]:
+    """One ``CALL otel_trace_summaries_refresh()``: wall seconds and its outcome."""
+    started = time.perf_counter()
+    outcome = conn.execute(
+        f"CALL {REFRESH_FUNCTION}(full_rebuild => %s)", (full,)
+    ).fetchone()[0]
+    took = time.perf_counter() - started
+    if not outcome.get("refreshed"):
+        raise RuntimeError(f"the refresh did not run: {outcome}")
+    return took, outcome
+
+
+def verify(conn: psycopg.Connection) -> dict:
+    """The table against its definition at one snapshot (summaries.verify), timed."""
+    started = time.perf_counter()
+    result = summaries.verify(conn)
+    return {
+        "exact": bool(result.exact and result.pending_keys == 0),
+        "rows": result.rows,
+        "pending_keys": result.pending_keys,
+        "missing": result.missing,
+        "unexpected": result.unexpected,
+        "examples": list(result.examples),
+        "note": result.note,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def table_facts(conn: psycopg.Connection) -> dict:
+    row = conn.execute(
+        "SELECT pg_total_relation_size(relid), pg_relation_size(relid), n_live_tup, n_dead_tup, "
+        "autovacuum_count FROM pg_stat_user_tables WHERE relid = %s::regclass",
+        (SUMMARIES,),
+    ).fetchone()
+    return dict(
+        zip(("total_bytes", "heap_bytes", "live_rows_est", "dead_rows_est", "autovacuums"), row,
+            strict=True)
+    )  # fmt: skip
+
+
+class Session:
+    """The incremental mode on the benchmark's database: cycles, each verified."""
+
+    def __init__(self, conn: psycopg.Connection, traces: int, log: Callable[[str], None]):
+        self.conn = conn
+        self.traces = traces
+        self.log = log
+        self.serial = 0  # a unique tag per batch of generated traces
+        self.band_end: datetime | None = None
+
+    def tag(self, kind: str) -> str:
+        self.serial += 1
+        return f"{kind}{self.serial}.{os.getpid()}"
+
+    def add_boundary_band(self, seconds: float = 3_600) -> dict:
+        """Spans just inside the window boundary, at the data's own density.
+
+        The loaded data ends 6.9 days back; this band fills the next ``seconds``
+        of the boundary's way, so that the real boundary, moving with the wall
+        clock, crosses spans in every cycle. Then one refresh takes them in.
+        """
+        density = data_density(self.traces)
+        traces = max(1, round(density * seconds / SPANS_PER_TRACE))
+        start = self.conn.execute(
+            f"SELECT now() - interval '{WINDOW_DAYS} days' + interval '5 seconds'"
+        ).fetchone()[0]
+        gap = seconds / traces
+        tag = self.tag("band")
+        for first in range(1, traces + 1, 10_000):
+            self.conn.execute(
+                BAND_SQL,
+                {"tag": tag, "first": first, "last": min(traces, first + 9_999),
+                 "start": start, "gap": gap, "services": list(generate.SERVICES)},
+            )  # fmt: skip
+        end = self.conn.execute(
+            "SELECT CAST(%s AS timestamptz) + %s * interval '1 second'", (start, seconds + gap)
+        ).fetchone()[0]
+        self.band_end = max(self.band_end, end) if self.band_end else end
+        took, outcome = refresh(self.conn)
+        return {
+            "spans": traces * SPANS_PER_TRACE,
+            "seconds_of_boundary": seconds,
+            "spans_per_second": density,
+            "refresh_s": took,
+            "refresh": outcome,
+        }
+
+    def boundary(self) -> datetime:
+        return self.conn.execute(f"SELECT window_boundary FROM {STATE_TABLE}").fetchone()[0]
+
+    def cycle(self, rate: int = 1_000, *, check: bool = True) -> dict:
+        """One steady-state cycle of ``rate`` spans per second; see the module's docstring."""
+        conn = self.conn
+        before = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        boundary_before = self.boundary()
+        new_spans = rate * REFRESH_INTERVAL_SECONDS
+        new_traces = new_spans // SPANS_PER_TRACE
+        per_statement = ROWS_PER_STATEMENT // SPANS_PER_TRACE
+        tag = self.tag("cycle")
+        services = list(generate.SERVICES)
+        started = time.perf_counter()
+        statements = 0
+        for first in range(1, new_traces + 1, per_statement):
+            last = min(new_traces, first + per_statement - 1)
+            conn.execute(
+                NEW_TRACES_SQL, {"tag": tag, "first": first, "last": last, "services": services}
+            )
+            statements += 1
+        insert_s = time.perf_counter() - started
+
+        started = time.perf_counter()
+        late = conn.execute(
+            LATE_SPANS_SQL, {"tag": tag, "late": LATE_SPANS, "before": before}
+        ).rowcount
+        late_s = time.perf_counter() - started
+
+        started = time.perf_counter()
+        deleted = conn.execute(DELETE_OLDEST_SQL, {"floor": self.band_end, "n": new_spans}).rowcount
+        delete_s = time.perf_counter() - started
+
+        dirty_rows = conn.execute(f"SELECT count(*) FROM {DIRTY_TABLE}").fetchone()[0]
+        refresh_s, outcome = refresh(conn)
+        boundary_after = self.boundary()
+        crossed = conn.execute(
+            "SELECT count(*) FROM otel_traces WHERE \"timestamp\" > %s AND \"timestamp\" <= %s "
+            "AND trace_id <> ''",
+            (boundary_before, boundary_after),
+        ).fetchone()[0]
+        record = {
+            "rate": rate,
+            "new_spans": new_spans,
+            "insert_statements": statements,
+            "insert_s": insert_s,
+            "late_spans": late,
+            "late_s": late_s,
+            "deleted_spans": deleted,
+            "delete_s": delete_s,
+            "dirty_rows": dirty_rows,
+            "boundary_moved_s": (boundary_after - boundary_before).total_seconds(),
+            "crossed_spans": crossed,
+            "refresh_s": refresh_s,
+            "refresh": outcome,
+            **table_facts(conn),
+        }
+        if check:
+            record["verify"] = verify(conn)
+            if not record["verify"]["exact"]:
+                self.log(f"NOT EXACT after a cycle: {record['verify']}")
+        return record
+
+    def cycles(self, count: int, rate: int = 1_000, label: str = "cycle") -> list[dict]:
+        done = []
+        for number in range(1, count + 1):
+            record = {"cycle": number, **self.cycle(rate)}
+            done.append(record)
+            check = record["verify"]
+            self.log(
+                f"{label} {number}/{count} at {rate:,} spans/s: refresh {record['refresh_s']:.3f}s "
+                f"({record['refresh']['keys']:,} traces), insert {record['insert_s']:.1f}s, "
+                f"delete {record['delete_s']:.1f}s, {record['crossed_spans']} spans crossed; "
+                f"verify {'EXACT' if check['exact'] else 'DIFFERS'} "
+                f"({check['rows']:,} rows, {check['pending_keys']} pending, "
+                f"{check['seconds']:.1f}s)"
+            )
+        return done
+
+
+def median_refresh(cycles: list[dict]) -> float:
+    return statistics.median(c["refresh_s"] for c in cycles)
+
+
+def full_rebuilds(conn: psycopg.Connection, log: Callable[[str], None]) -> dict:
+    """The full rebuild, over a table that is already exact and into an empty one."""
+    took, outcome = refresh(conn, full=True)
+    log(f"full rebuild over the exact table: {took:.2f}s, {outcome.get('ranges')} ranges")
+    unchanged = {"seconds": took, "outcome": outcome}
+    conn.execute(f"TRUNCATE {SUMMARIES}")
+    took, outcome = refresh(conn, full=True)
+    conn.execute(f"ANALYZE {SUMMARIES}")
+    log(f"full rebuild into the emptied table: {took:.2f}s, {outcome.get('ranges')} ranges")
+    return {
+        "over_exact_table": unchanged,
+        "from_empty": {"seconds": took, "outcome": outcome},
+        "verify": verify(conn),
+    }

@@ -1,0 +1,211 @@
+"""What the incremental mode's capture trigger costs ingest: triggers enabled against disabled.
+
+Three ways a collector writes spans, each its own transaction (autocommit):
+
+* ``insert``: 1,000-row ``INSERT ... VALUES`` statements;
+* ``copy``: ``COPY otel_traces FROM STDIN`` of 1,000 rows;
+* ``single``: single-row ``INSERT`` statements.
+
+The rows (new traces of 10 spans, timestamped now, so inside the window and
+captured) and the statements' text are prepared before the clock starts: the
+timed part is each statement's round trip, which is what the server spends on
+it plus the network. Per round both arms run, in ABBA order (enabled first in
+even rounds, disabled first in odd ones), the insert trigger toggled with
+``ALTER TABLE otel_traces ENABLE/DISABLE TRIGGER``. The figure per way and arm
+is the median over the rounds of microseconds per span; the overhead is the
+ratio of the two medians.
+
+Rows written with the trigger disabled have no dirty key, so the summaries miss
+them: :func:`measure` deletes every row it wrote (with the trigger enabled), then
+the caller refreshes and verifies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from bench.generate import SERVICES
+from cnpg_trace_summaries.contract import CAPTURE_TRIGGERS, SPAN_COLUMNS, TRACES_TABLE
+
+KINDS = ("insert", "copy", "single")
+ARMS = ("enabled", "disabled")
+_COLUMN_LIST = ", ".join(f'"{c}"' for c in SPAN_COLUMNS)
+
+
+def span_rows(tag: str, traces: int, now: datetime) -> list[tuple]:
+    """Rows of ``traces`` new traces of 10 spans, as a collector would send them."""
+    rows = []
+    for i in range(traces):
+        trace_id = hashlib.md5(f"{tag}.{i}".encode()).hexdigest()
+        started = now - timedelta(seconds=10) + timedelta(milliseconds=i)
+        start_ns = int(started.timestamp() * 1e9)
+        for s in range(10):
+            span_id = hashlib.md5(f"{trace_id}.{s}".encode()).hexdigest()[:16]
+            parent = None if s == 0 else hashlib.md5(f"{trace_id}.{(s - 1) // 2}".encode())
+            error = i % 33 == 0 and s == 9
+            rows.append((
+                (started + timedelta(milliseconds=3 * s)).isoformat(),
+                trace_id,
+                span_id,
+                parent.hexdigest()[:16] if parent else None,
+                f"GET /api/v1/{i % 17}" if s == 0 else f"rpc.call-{s % 5}",
+                2 if s == 0 or s % 2 == 0 else 3,
+                start_ns + s * 3_000_000,
+                start_ns + s * 3_000_000 + (20 - s) * 1_500_000,
+                SERVICES[(i * 7 + s * 3) % 12],
+                "1.4.2",
+                f"pod-{i % 50}",
+                "io.opentelemetry.demo",
+                "1.0.0",
+                2 if error else (1 if s % 4 == 0 else 0),
+                "deadline exceeded" if error else "",
+                '{"http.method":"GET"}',
+                '{"k8s.namespace.name":"shop"}',
+                "[]",
+                "[]",
+            ))  # fmt: skip
+    return rows
+
+
+def _literal(value) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, int):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def insert_statement(rows: list[tuple]) -> str:
+    values = ",\n".join("(" + ", ".join(_literal(v) for v in row) + ")" for row in rows)
+    return f"INSERT INTO {TRACES_TABLE} ({_COLUMN_LIST}) VALUES\n{values}"
+
+
+def copy_data(rows: list[tuple]) -> bytes:
+    lines = ("\t".join(r"\N" if v is None else str(v) for v in row) for row in rows)
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _timed(run: Callable[[], None]) -> float:
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started
+
+
+class Workload:
+    """One arm's statements for one round, prepared before the clock starts."""
+
+    def __init__(self, tag: str, statements: int, single_rows: int):
+        now = datetime.now(UTC)
+        per_statement = 100  # traces of 10 spans: 1,000 rows
+        self.trace_ids: list[str] = []
+        self.inserts = []
+        for k in range(statements):
+            rows = span_rows(f"{tag}.i{k}", per_statement, now)
+            self.trace_ids += sorted({r[1] for r in rows})
+            self.inserts.append(insert_statement(rows))
+        self.copies = []
+        for k in range(statements):
+            rows = span_rows(f"{tag}.c{k}", per_statement, now)
+            self.trace_ids += sorted({r[1] for r in rows})
+            self.copies.append(copy_data(rows))
+        rows = span_rows(f"{tag}.s", (single_rows + 9) // 10, now)[:single_rows]
+        self.trace_ids += sorted({r[1] for r in rows})
+        self.singles = [insert_statement([row]) for row in rows]
+
+    def run(self, conn: psycopg.Connection) -> dict[str, dict]:
+        def inserts() -> None:
+            for statement in self.inserts:
+                conn.execute(statement)
+
+        def copies() -> None:
+            with conn.cursor() as cur:
+                for data in self.copies:
+                    with cur.copy(f"COPY {TRACES_TABLE} ({_COLUMN_LIST}) FROM STDIN") as copy:
+                        copy.write(data)
+
+        def singles() -> None:
+            for statement in self.singles:
+                conn.execute(statement)
+
+        spans = {"insert": 1_000 * len(self.inserts), "copy": 1_000 * len(self.copies),
+                 "single": len(self.singles)}  # fmt: skip
+        timings = {"insert": _timed(inserts), "copy": _timed(copies), "single": _timed(singles)}
+        return {
+            kind: {"spans": spans[kind], "seconds": timings[kind],
+                   "us_per_span": timings[kind] / spans[kind] * 1e6}
+            for kind in KINDS
+        }  # fmt: skip
+
+
+def _set_trigger(conn: psycopg.Connection, enabled: bool) -> None:
+    action = "ENABLE" if enabled else "DISABLE"
+    conn.execute(f"ALTER TABLE {TRACES_TABLE} {action} TRIGGER {CAPTURE_TRIGGERS['INSERT']}")
+
+
+def measure(
+    conn: psycopg.Connection,
+    rounds: int,
+    statements: int = 10,
+    single_rows: int = 200,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Alternated rounds of both arms; medians per way and arm; every row written removed."""
+    trace_ids: list[str] = []
+    per_round: list[dict] = []
+    try:
+        for number in range(rounds + 1):  # round 0 warms up and is not counted
+            order = ARMS if number % 2 == 0 else tuple(reversed(ARMS))
+            result = {}
+            for arm in order:
+                workload = Workload(f"ingest{number}{arm}", statements, single_rows)
+                trace_ids += workload.trace_ids
+                _set_trigger(conn, arm == "enabled")
+                result[arm] = workload.run(conn)
+            _set_trigger(conn, True)
+            if number == 0:
+                continue
+            per_round.append({"round": number, "order": list(order), **result})
+            if log:
+                log(
+                    f"ingest round {number}/{rounds}: "
+                    + "; ".join(
+                        f"{kind} {result['enabled'][kind]['us_per_span']:.1f} vs "
+                        f"{result['disabled'][kind]['us_per_span']:.1f} us/span"
+                        for kind in KINDS
+                    )
+                )
+    finally:
+        _set_trigger(conn, True)
+        removed = conn.execute(
+            f"DELETE FROM {TRACES_TABLE} WHERE trace_id = ANY(%s)", (trace_ids,)
+        ).rowcount
+    summary = {}
+    for kind in KINDS:
+        medians = {
+            arm: statistics.median(r[arm][kind]["us_per_span"] for r in per_round) for arm in ARMS
+        }
+        paired = statistics.median(
+            r["enabled"][kind]["us_per_span"] / r["disabled"][kind]["us_per_span"]
+            for r in per_round
+        )
+        summary[kind] = {
+            "enabled_us_per_span": medians["enabled"],
+            "disabled_us_per_span": medians["disabled"],
+            "overhead_pct": (medians["enabled"] / medians["disabled"] - 1) * 100,
+            "paired_overhead_pct": (paired - 1) * 100,
+        }
+    return {
+        "rounds": rounds,
+        "statements_per_arm": statements,
+        "rows_per_statement": 1_000,
+        "single_rows_per_arm": single_rows,
+        "summary": summary,
+        "per_round": per_round,
+        "rows_removed": removed,
+    }

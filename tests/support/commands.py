@@ -1,0 +1,129 @@
+"""Running the migrations and the console command: in-process, or as a user runs them.
+
+:func:`migrate` runs an alembic command in this process on a connection of
+its own (``config.attributes["connection"]``), which is how most tests
+migrate: it skips a Python start-up per call. :func:`run_alembic` and
+:func:`run_cli` run the command lines, for the tests whose subject is what a
+person sees: the output, the exit status, a kill.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, pool
+
+from cnpg_trace_summaries import servers
+from tests.support import ROOT
+
+NOTICES = "cnpg_trace_summaries.notices"
+
+
+class Captured(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.levelname} {record.getMessage()}")
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def alembic_config(x: dict[str, str] | None = None) -> Config:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["configure_logger"] = False
+    config.cmd_opts = argparse.Namespace(x=[f"{key}={value}" for key, value in (x or {}).items()])
+    return config
+
+
+def migrate(url: str, name: str, *args, x: dict[str, str] | None = None, **kwargs) -> str:
+    """``alembic <name> <args>`` in-process against ``url``; returns the NOTICEs it logged.
+
+    A failure raises what env.py raises (SystemExit with the one-line message).
+    """
+    config = alembic_config(x)
+    engine = create_engine(
+        url.replace("postgresql://", "postgresql+psycopg://", 1), poolclass=pool.NullPool
+    )
+    captured = Captured()
+    logger = logging.getLogger(NOTICES)
+    logger.addHandler(captured)
+    logger.setLevel(logging.INFO)
+    try:
+        with engine.connect() as connection:
+            config.attributes["connection"] = connection
+            getattr(command, name)(config, *args, **kwargs)
+    finally:
+        logger.removeHandler(captured)
+        engine.dispose()
+    return captured.text
+
+
+def environment(**overrides: str | None) -> dict[str, str]:
+    """This process's environment without the tests' own database settings, plus overrides."""
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "TEST_DATABASE_URL"}}
+    env.update({k: v for k, v in overrides.items() if v is not None})
+    return env
+
+
+def run_python_module(
+    module: str, *args: str, env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """``python -m module args`` from the checkout, as a user would run the command."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def run_alembic(
+    *args: str, database_url: str | None, check: bool = True, **env: str
+) -> subprocess.CompletedProcess:
+    """The alembic command line (with alembic.ini's logging), as a user runs it."""
+    result = run_python_module(
+        "alembic",
+        "-c",
+        str(ROOT / "alembic.ini"),
+        *args,
+        env=environment(DATABASE_URL=database_url, **env),
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"alembic {' '.join(args)} exited {result.returncode}:\n{result.stderr}"
+        )
+    return result
+
+
+def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """``trace-summaries args`` with ``env`` (DATABASE_URL=..., ...) added to the environment."""
+    return run_python_module("cnpg_trace_summaries.cli", *args, env=environment(**env))
+
+
+def last_line(result: subprocess.CompletedProcess) -> str:
+    lines = result.stderr.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def psql(url: str, *args: str) -> subprocess.CompletedProcess:
+    """psql (of the newest installed build) against ``url``; fails on the first error."""
+    program = servers.installations()[0].program("psql")
+    return subprocess.run(
+        [program, "-X", "-v", "ON_ERROR_STOP=1", *args, url],
+        capture_output=True,
+        text=True,
+        check=True,
+    )

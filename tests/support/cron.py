@@ -1,0 +1,42 @@
+"""Waiting for pg_cron to run a job for real (at the next even minute, for a */2 schedule)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+import psycopg
+
+TICK_TIMEOUT_SECONDS = 200
+
+RUN_SQL = """
+SELECT status, return_message, start_time, end_time FROM cron.job_run_details
+WHERE jobid = %s AND (start_time > %s OR start_time IS NULL)
+  AND status IN ('succeeded', 'failed')
+ORDER BY runid LIMIT 1
+"""
+
+
+def first_run_after(connect: Callable[[], psycopg.Connection], jobid: int, after: datetime) -> dict:
+    """The first finished run of ``jobid`` that started after ``after``.
+
+    ``connect`` opens a connection to the database pg_cron lives in. A run that
+    could not connect has no start_time, and counts.
+    """
+    deadline = time.monotonic() + TICK_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        with connect() as conn:
+            row = conn.execute(RUN_SQL, (jobid, after)).fetchone()
+        if row:
+            return dict(
+                zip(("status", "return_message", "start_time", "end_time"), row, strict=True)
+            )
+        time.sleep(1)
+    raise AssertionError(f"pg_cron did not run job {jobid} within {TICK_TIMEOUT_SECONDS}s")
+
+
+def job_id(connect: Callable[[], psycopg.Connection], jobname: str) -> int | None:
+    with connect() as conn:
+        row = conn.execute("SELECT jobid FROM cron.job WHERE jobname = %s", (jobname,)).fetchone()
+    return row[0] if row else None

@@ -1,0 +1,152 @@
+"""The incremental mode under test: install it, refresh it, and compare it with its definition.
+
+:func:`compare` is the proof the tests apply after every step: in one
+REPEATABLE READ snapshot it reads the table's window boundary from the state
+row, the table itself, the spans, and the counts of
+``window_query(boundary) EXCEPT ALL table`` both ways, which must be 0 and 0.
+The rows can then also be compared with tests/reference.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import psycopg
+from psycopg import sql
+
+from cnpg_trace_summaries.contract import (
+    DIRTY_TABLE,
+    REFRESH_FUNCTION,
+    STATE_TABLE,
+    SUMMARIES,
+    SUMMARY_COLUMNS,
+    TRACES_TABLE,
+)
+from cnpg_trace_summaries.summary_sql import COLUMN_LIST, window_query
+from tests.reference import WINDOW, Span
+from tests.support.spans import SPAN_FIELDS
+
+INCREMENTAL = {"summaries": "incremental"}
+
+
+def install(database, **x: str) -> str:
+    """``alembic upgrade head`` in incremental mode; returns the NOTICEs."""
+    return database.migrate("upgrade", "head", x={**INCREMENTAL, **x})
+
+
+def refresh(conn: psycopg.Connection, *, full: bool = False) -> dict:
+    """``CALL otel_trace_summaries_refresh()`` on an autocommit connection; its outcome."""
+    return conn.execute(f"CALL {REFRESH_FUNCTION}(full_rebuild => %s)", (full,)).fetchone()[0]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    boundary: datetime
+    rebuild_requested: str | None
+    pending: int  # dirty keys not yet claimed
+    missing: int  # rows of the definition that the table lacks
+    unexpected: int  # rows of the table that the definition does not give
+    rows: dict[str, dict]
+    spans: list[Span]
+
+    @property
+    def now(self) -> datetime:
+        """The reference's ``now``: the refresh's window boundary plus the window."""
+        return self.boundary + WINDOW
+
+    @property
+    def exact(self) -> bool:
+        return (self.missing, self.unexpected, self.pending, self.rebuild_requested) == (
+            0,
+            0,
+            0,
+            None,
+        )
+
+    def describe(self) -> str:
+        return (
+            f"{self.missing} missing, {self.unexpected} unexpected, {self.pending} pending keys, "
+            f"rebuild requested: {self.rebuild_requested}"
+        )
+
+
+def compare(conn: psycopg.Connection, *, with_rows: bool = True) -> Comparison:
+    """The table against its definition at its own window boundary, at one snapshot.
+
+    ``conn`` is in autocommit. Nothing is left out: after a refresh with no
+    writer running, the table must equal the definition as a whole.
+    """
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    try:
+        boundary, rebuild = conn.execute(
+            f"SELECT window_boundary, rebuild_requested FROM {STATE_TABLE}"
+        ).fetchone()
+        pending = conn.execute(f"SELECT count(*) FROM {DIRTY_TABLE}").fetchone()[0]
+        missing, unexpected = conn.execute(
+            f"""
+            WITH definition AS ({window_query("%(boundary)s")}),
+                 actual AS (SELECT {COLUMN_LIST} FROM {SUMMARIES})
+            SELECT (SELECT count(*) FROM (SELECT * FROM definition
+                                          EXCEPT ALL SELECT * FROM actual) AS d),
+                   (SELECT count(*) FROM (SELECT * FROM actual
+                                          EXCEPT ALL SELECT * FROM definition) AS u)
+            """,
+            {"boundary": boundary},
+        ).fetchone()
+        rows = table_rows(conn) if with_rows else {}
+        spans = stored_spans(conn) if with_rows else []
+    finally:
+        conn.execute("ROLLBACK")
+    return Comparison(boundary, rebuild, pending, missing, unexpected, rows, spans)
+
+
+def table_rows(conn: psycopg.Connection) -> dict[str, dict]:
+    cur = conn.execute(f"SELECT {COLUMN_LIST} FROM {SUMMARIES}")
+    return {row[0]: dict(zip(SUMMARY_COLUMNS, row, strict=True)) for row in cur.fetchall()}
+
+
+def stored_spans(conn: psycopg.Connection) -> list[Span]:
+    columns = sql.SQL(", ").join(sql.Identifier(name) for name in SPAN_FIELDS)
+    cur = conn.execute(sql.SQL("SELECT {} FROM {}").format(columns, sql.Identifier(TRACES_TABLE)))
+    return [Span(*row) for row in cur.fetchall()]
+
+
+def copy_spans(conn: psycopg.Connection, spans: list[Span]) -> None:
+    """One COPY statement (its statement-level triggers fire once, with every row)."""
+    columns = sql.SQL(", ").join(sql.Identifier(name) for name in SPAN_FIELDS)
+    with (
+        conn.cursor() as cur,
+        cur.copy(
+            sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(TRACES_TABLE), columns)
+        ) as copy,
+    ):
+        for span in spans:
+            copy.write_row([getattr(span, name) for name in SPAN_FIELDS])
+
+
+def traces_sql(prefix: str, traces: int, *, age: str = "1 hour", spans: int = 3) -> str:
+    """SQL inserting ``traces`` traces of ``spans`` spans (one root) about ``age`` old."""
+    return f"""
+INSERT INTO {TRACES_TABLE} ("timestamp", trace_id, span_id, parent_span_id, name, kind,
+                            start_time_unix_nano, end_time_unix_nano, service_name, status_code)
+SELECT now() - interval '{age}' + s * interval '1 millisecond',
+       '{prefix}' || lpad(CAST(t AS text), 6, '0'),
+       'span' || s,
+       CASE WHEN s = 0 THEN NULL ELSE 'span0' END,
+       CASE WHEN s = 0 THEN 'GET /' || (t % 7) ELSE 'call-' || s END,
+       CASE WHEN s = 0 THEN 2 ELSE 3 END,
+       1700000000000000000 + t * 1000 + s,
+       1700000000000000000 + t * 1000 + 100 - s,
+       (ARRAY['api', 'cart', 'db'])[1 + (t + s) % 3],
+       CASE WHEN t % 10 = 0 AND s = 1 THEN 2 ELSE 0 END
+FROM generate_series(1, {traces}) AS t CROSS JOIN generate_series(0, {spans - 1}) AS s
+"""
+
+
+def dirty_keys(conn: psycopg.Connection) -> int:
+    return conn.execute(f"SELECT count(*) FROM {DIRTY_TABLE}").fetchone()[0]
+
+
+def span_at(now: datetime, trace_id: str, span_id: str, age: timedelta, **fields) -> Span:
+    return Span(timestamp=now - age, trace_id=trace_id, span_id=span_id, **fields)

@@ -1,0 +1,179 @@
+"""Migrating where others migrate too: several migrators, a held lock, a refresh, an app's Alembic."""
+
+from __future__ import annotations
+
+import pytest
+
+from cnpg_trace_summaries import contract, migrating
+from tests.support.commands import last_line
+from tests.support.database import Database
+from tests.support.processes import (
+    finish,
+    hold_migration_lock,
+    migration_backend,
+    start_alembic,
+    waiting_migrations,
+)
+from tests.support.servers import local_server
+
+HEAD, FIRST = "00000000000007", "00000000000001"
+REFRESH_OFF = "automatic refresh of otel_trace_summaries is OFF"
+
+
+def version_rows(database: Database) -> list[tuple]:
+    return database.rows(f"SELECT version_num FROM {contract.VERSION_TABLE}")
+
+
+def has_summaries(database: Database) -> bool:
+    return database.scalar("SELECT to_regclass(%s) IS NOT NULL", (contract.SUMMARIES,))
+
+
+def jobs(cron: Database, name: str, database: str) -> int:
+    """The jobs named ``name`` for ``database`` in the cron.job of ``cron``."""
+    return cron.scalar(
+        "SELECT count(*) FROM cron.job WHERE jobname = %s AND database = %s", (name, database)
+    )
+
+
+def assert_one_clear_line(result, *fragments: str) -> None:
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in last_line(result), result.stderr
+
+
+def upgrade_twice_at_once(database: Database) -> None:
+    """Two ``alembic upgrade head`` from base, made to overlap: both wait at the gate first."""
+    with hold_migration_lock(database, "the gate"):
+        runs = [start_alembic(database, "upgrade", "head") for _ in range(2)]
+        waiting_migrations(database, 2)
+    results = [finish(run) for run in runs]
+    assert [result.returncode for result in results] == [0, 0], [r.stderr for r in results]
+    assert version_rows(database) == [(HEAD,)]
+
+
+# -- one migrator at a time --------------------------------------------------------------
+def test_two_upgrades_started_together_both_succeed_with_one_version_row(db: Database):
+    upgrade_twice_at_once(db)
+    assert has_summaries(db)
+
+
+def test_two_upgrades_started_together_schedule_one_job(cron_db: Database):
+    upgrade_twice_at_once(cron_db)
+    assert jobs(cron_db, cron_db.job_name, cron_db.dbname) == 1
+
+
+def test_a_migrator_that_waits_longer_than_migration_lock_wait_names_the_holder_and_changes_nothing(
+    db: Database,
+):
+    with hold_migration_lock(db, "schema-holder") as holder:
+        result = db.alembic("-x", "migration_lock_wait=1s", "upgrade", "head", check=False)
+        assert_one_clear_line(
+            result,
+            "held the migration lock for longer than 1s",
+            f"pid {holder.info.backend_pid}",
+            "schema-holder",
+        )
+    assert db.scalar("SELECT to_regclass(%s)", (contract.VERSION_TABLE,)) is None
+    assert db.scalar("SELECT to_regclass('otel_traces')") is None
+
+
+def test_a_waiting_migration_shows_its_application_name_then_finds_nothing_left_to_do(
+    db: Database,
+):
+    db.migrate("upgrade", "head")
+    with hold_migration_lock(db, "first-migrator"):
+        waiting = start_alembic(db, "upgrade", "head")
+        backend = migration_backend(db, "wait_event_type = 'Lock'")
+    result = finish(waiting)
+    assert backend[2] == "advisory"
+    assert "pg_advisory_lock" in backend[3]
+    assert result.returncode == 0, result.stderr
+    assert "Running upgrade" not in result.stderr
+    assert version_rows(db) == [(HEAD,)]
+
+
+def test_migration_sessions_are_named_for_a_dba():
+    assert migrating.APPLICATION_NAME == "cnpg-trace-summaries migration"
+
+
+# -- an application's own Alembic history ------------------------------------------------------
+def test_an_applications_own_alembic_version_is_left_untouched(db: Database):
+    db.execute("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)")
+    db.execute("INSERT INTO alembic_version VALUES ('a1b2c3d4e5f6')")
+
+    db.migrate("upgrade", "head")
+    assert db.rows("SELECT version_num FROM alembic_version") == [("a1b2c3d4e5f6",)]
+    assert version_rows(db) == [(HEAD,)]
+
+    db.migrate("downgrade", "base")
+    assert db.rows("SELECT version_num FROM alembic_version") == [("a1b2c3d4e5f6",)]
+    assert version_rows(db) == []
+
+
+# -- a downgrade that meets a refresh ------------------------------------------------------------
+def refresh_holding_its_lock(database: Database):
+    """A connection whose open transaction ran the concurrent refresh (and keeps its lock)."""
+    conn = database.connect()
+    conn.execute(f"REFRESH MATERIALIZED VIEW CONCURRENTLY {contract.SUMMARIES}")
+    return conn
+
+
+def assert_downgrade_fails_then_succeeds(app: Database, cron: Database) -> None:
+    """Downgrade while a refresh holds its lock: it fails, the view and job stay; then it works."""
+    app.migrate("upgrade", "head")
+    job = app.job_name
+    assert jobs(cron, job, app.dbname) == 1
+
+    with refresh_holding_its_lock(app):
+        result = app.alembic("-x", "lock_timeout=500ms", "downgrade", "-1", check=False)
+    assert_one_clear_line(result, "lock timeout")
+    assert has_summaries(app)
+    assert jobs(cron, job, app.dbname) == 1
+    assert app.version() == HEAD
+
+    app.migrate("downgrade", "-1")
+    assert not has_summaries(app)
+    assert jobs(cron, job, app.dbname) == 0
+    assert app.version() == FIRST
+
+
+def test_a_downgrade_that_meets_a_refresh_fails_with_the_job_still_scheduled(cron_db: Database):
+    assert_downgrade_fails_then_succeeds(cron_db, cron_db)
+
+
+def test_a_downgrade_that_meets_a_refresh_leaves_the_job_in_pg_crons_other_database():
+    with local_server("cron-in-postgres", pg_cron_database="postgres") as cluster:
+        cluster.create_database("app")
+        assert_downgrade_fails_then_succeeds(Database(cluster, "app"), Database(cluster, "postgres"))
+
+
+# -- a missing refresher you cannot miss -----------------------------------------------------------
+@pytest.mark.parametrize("how", ["-x", "environment"])
+def test_require_refresh_fails_the_upgrade_without_pg_cron_and_changes_nothing(
+    nocron_db: Database, how
+):
+    nocron_db.migrate("upgrade", FIRST)
+    if how == "-x":
+        result = nocron_db.alembic("-x", "require_refresh=yes", "upgrade", "head", check=False)
+    else:
+        result = nocron_db.alembic(
+            "upgrade", "head", check=False, TRACE_SUMMARIES_REQUIRE_REFRESH="yes"
+        )
+    assert_one_clear_line(result, "require_refresh=yes", "pg_cron")
+    assert nocron_db.version() == FIRST
+    assert not has_summaries(nocron_db)
+
+
+def test_require_refresh_upgrades_where_pg_cron_is(cron_db: Database):
+    result = cron_db.alembic("-x", "require_refresh=yes", "upgrade", "head")
+    assert REFRESH_OFF not in result.stderr
+    assert cron_db.version() == HEAD
+    assert jobs(cron_db, cron_db.job_name, cron_db.dbname) == 1
+
+
+def test_the_refresh_is_off_notice_is_a_warning_on_the_command_line(nocron_db: Database):
+    result = nocron_db.alembic("upgrade", "head")
+    off = [line for line in result.stderr.splitlines() if REFRESH_OFF in line]
+    assert len(off) == 1, result.stderr
+    assert off[0].startswith("WARNING")
