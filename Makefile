@@ -54,10 +54,10 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 test: deps $(STAMP) lint
-	$(BIN)/pytest -n $(WORKERS) --dist loadscope $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: deps $(STAMP) lint
-	$(BIN)/pytest -n $(WORKERS) --dist loadscope -m "not pg_cron_tick" $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(WORKERS) --dist loadgroup -m "not pg_cron_tick" $(PYTEST_ARGS)
 
 # BENCH_ARGS, e.g. --traces 1000000 for about 10M spans
 bench: deps $(BENCH_STAMP)

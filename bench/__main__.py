@@ -114,6 +114,8 @@ def server_facts(conn: psycopg.Connection) -> dict:
     facts |= {
         "cpu_cores": os.cpu_count(),
         "memory_gib": round(memory / 2**30, 1),
+        "bench_niceness": os.nice(0),
+        "load_average_at_start": os.getloadavg(),
         "machine": platform.machine(),
     }
     return facts
@@ -187,17 +189,20 @@ def incremental_part(
     log(f"ingest overhead of the capture trigger: {args.ingest_rounds} alternated rounds")
     part["ingest"] = ingest.measure(conn, args.ingest_rounds, log=log)
     took, outcome = incremental.refresh(conn)
-    part["after_ingest"] = {"refresh_s": took, "refresh": outcome, "verify": incremental.verify(conn)}
+    check = incremental.verify(conn)
+    part["after_ingest"] = {"refresh_s": took, "refresh": outcome, "verify": check}
     part["boundary_band"] = session.add_boundary_band()
     log(f"{args.incremental_cycles} steady-state cycles at 1,000 spans/s")
     part["cycles"] = session.cycles(args.incremental_cycles, label="steady cycle")
     part["cycle_refresh_s"] = incremental.median_refresh(part["cycles"])
     part["listing_after_cycles"] = listing(conn, args.listing_runs)
+    log("one more cycle, with EXPLAIN ANALYZE of the refresh (not counted)")
+    part["explained_cycle"] = session.explained_cycle()
     part["rate_cycles"] = []
     window = generate.spans_in_window(conn)
     for rate in args.rates:
-        if rate * incremental.REFRESH_INTERVAL_SECONDS * 5 > window:
-            log(f"no cycle at {rate:,} spans/s: it would replace over a fifth of the window")
+        if rate * incremental.REFRESH_INTERVAL_SECONDS * 4 > window:
+            log(f"no cycle at {rate:,} spans/s: it would replace over a quarter of the window")
             continue
         part["rate_cycles"] += session.cycles(1, rate, label="rate cycle")
     part["spans_in_window_after"] = generate.spans_in_window(conn)
@@ -245,7 +250,7 @@ def run(args: argparse.Namespace) -> dict:
                     args.rounds,
                     progress=log,
                 )
-                point = {
+                point: dict = {
                     "traces": stage,
                     "spans_in_window": spans,
                     "concurrent_refresh_s": timings["concurrent"]["median_s"],
@@ -355,6 +360,7 @@ def run(args: argparse.Namespace) -> dict:
             results["incremental"] = incremental_part(url, conn, session, args)
             last = results["stages"][-1]
             last["incremental_cycle_s"] = results["incremental"]["cycle_refresh_s"]
+            last["incremental_spans_in_window"] = results["incremental"]["spans_in_window"]
     finally:
         if args.keep:
             log(f"cluster kept running: {url}")
@@ -363,6 +369,7 @@ def run(args: argparse.Namespace) -> dict:
             shutil.rmtree(cluster.state().cluster_dir, ignore_errors=True)
             shutil.rmtree(state, ignore_errors=True)
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    results["load_average_at_end"] = os.getloadavg()
     return results
 
 
@@ -393,10 +400,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rates",
         type=lambda text: [int(r) for r in text.split(",") if r],
-        default=[4_000, 16_000],
-        help="one more verified incremental cycle at each of these spans/s (4000,16000)",
+        default=[2_000, 4_000, 8_000],
+        help="one more verified incremental cycle at each of these spans/s (2000,4000,8000), "
+        "where it replaces at most a quarter of the window",
     )
-    parser.add_argument("--ingest-rounds", type=int, default=6, help="trigger on/off rounds")
+    parser.add_argument("--ingest-rounds", type=int, default=30, help="trigger on/off rounds")
     parser.add_argument(
         "--skip-live-listing",
         action="store_true",
@@ -405,8 +413,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--keep", action="store_true", help="leave the cluster running")
     args = parser.parse_args(argv)
-    if args.traces < 4 or min(args.rounds, args.cycles, args.stage_cycles,
-                               args.incremental_cycles, args.ingest_rounds) < 1:
+    if (
+        args.traces < 4
+        or min(
+            args.rounds, args.cycles, args.stage_cycles, args.incremental_cycles, args.ingest_rounds
+        )
+        < 1
+    ):
         parser.error("--traces must be at least 4, the rounds and cycles at least 1")
 
     results = run(args)

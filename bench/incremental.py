@@ -79,7 +79,9 @@ NEW_TRACES_SQL = f"""
 INSERT INTO otel_traces {_SPAN_COLUMNS}
 SELECT {_SPAN_VALUES}
 FROM generate_series(CAST(%(first)s AS integer), CAST(%(last)s AS integer)) AS i
-CROSS JOIN LATERAL (SELECT now() - interval '20 seconds' + i * interval '1 millisecond' AS started) AS t
+CROSS JOIN LATERAL (
+    SELECT now() - interval '20 seconds' + i * interval '1 millisecond' AS started
+) AS t
 CROSS JOIN generate_series(0, {SPANS_PER_TRACE - 1}) AS s
 """
 
@@ -90,8 +92,8 @@ INSERT INTO otel_traces {_SPAN_COLUMNS}
 SELECT {_SPAN_VALUES}
 FROM generate_series(CAST(%(first)s AS integer), CAST(%(last)s AS integer)) AS i
 CROSS JOIN LATERAL (
-    SELECT CAST(%(start)s AS timestamptz) + i * CAST(%(gap)s AS double precision) * interval '1 second'
-           AS started
+    SELECT CAST(%(start)s AS timestamptz)
+           + i * CAST(%(gap)s AS double precision) * interval '1 second' AS started
 ) AS t
 CROSS JOIN generate_series(0, {SPANS_PER_TRACE - 1}) AS s
 """
@@ -176,9 +178,7 @@ def data_density(traces: int) -> float:
 def refresh(conn: psycopg.Connection, *, full: bool = False) -> tuple[float, dict]:
     """One ``CALL otel_trace_summaries_refresh()``: wall seconds and its outcome."""
     started = time.perf_counter()
-    outcome = conn.execute(
-        f"CALL {REFRESH_FUNCTION}(full_rebuild => %s)", (full,)
-    ).fetchone()[0]
+    outcome = conn.execute(f"CALL {REFRESH_FUNCTION}(full_rebuild => %s)", (full,)).fetchone()[0]
     took = time.perf_counter() - started
     if not outcome.get("refreshed"):
         raise RuntimeError(f"the refresh did not run: {outcome}")
@@ -297,7 +297,7 @@ class Session:
         refresh_s, outcome = refresh(conn)
         boundary_after = self.boundary()
         crossed = conn.execute(
-            "SELECT count(*) FROM otel_traces WHERE \"timestamp\" > %s AND \"timestamp\" <= %s "
+            'SELECT count(*) FROM otel_traces WHERE "timestamp" > %s AND "timestamp" <= %s '
             "AND trace_id <> ''",
             (boundary_before, boundary_after),
         ).fetchone()[0]
@@ -323,6 +323,39 @@ class Session:
                 self.log(f"NOT EXACT after a cycle: {record['verify']}")
         return record
 
+    def explained_cycle(self) -> dict:
+        """One more cycle, with EXPLAIN (ANALYZE, BUFFERS) of the refresh's main statement.
+
+        auto_explain logs the statements the refresh procedure runs, as NOTICEs to
+        this session; the one that claims, recomputes and applies is kept, without
+        its query text. Instrumented, so its time is not one of the figures.
+        """
+        notices: list[str] = []
+
+        def keep(diagnostic: psycopg.errors.Diagnostic) -> None:
+            notices.append(diagnostic.message_primary or "")
+
+        conn = self.conn
+        conn.add_notice_handler(keep)
+        try:
+            conn.execute("LOAD 'auto_explain'")
+            for setting, value in (("log_analyze", "on"), ("log_buffers", "on"),
+                                   ("log_nested_statements", "on"), ("log_level", "notice"),
+                                   ("log_min_duration", "0")):  # fmt: skip
+                conn.execute(f"SET auto_explain.{setting} = {value}")
+            record = self.cycle()
+        finally:
+            conn.execute("SET auto_explain.log_min_duration = -1")
+            conn.remove_notice_handler(keep)
+        plans = []
+        for notice in notices:
+            if "CTE claimed" not in notice:
+                continue
+            lines = notice.splitlines()
+            first = next(i for i, line in enumerate(lines) if re.match(r"^\S.*\(cost=", line))
+            plans.append("\n".join([lines[0], *lines[first:]]))
+        return {"cycle": record, "plan": "\n\n".join(plans)}
+
     def cycles(self, count: int, rate: int = 1_000, label: str = "cycle") -> list[dict]:
         done = []
         for number in range(1, count + 1):
@@ -331,7 +364,8 @@ class Session:
             check = record["verify"]
             self.log(
                 f"{label} {number}/{count} at {rate:,} spans/s: refresh {record['refresh_s']:.3f}s "
-                f"({record['refresh']['keys']:,} traces), insert {record['insert_s']:.1f}s, "
+                f"({record['refresh']['kind']}, {record['refresh'].get('keys', '-')} traces), "
+                f"insert {record['insert_s']:.1f}s, "
                 f"delete {record['delete_s']:.1f}s, {record['crossed_spans']} spans crossed; "
                 f"verify {'EXACT' if check['exact'] else 'DIFFERS'} "
                 f"({check['rows']:,} rows, {check['pending_keys']} pending, "

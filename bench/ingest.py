@@ -1,6 +1,6 @@
 """What the incremental mode's capture trigger costs ingest: triggers enabled against disabled.
 
-Three ways a collector writes spans, each its own transaction (autocommit):
+Three ways a collector writes spans, each statement its own transaction:
 
 * ``insert``: 1,000-row ``INSERT ... VALUES`` statements;
 * ``copy``: ``COPY otel_traces FROM STDIN`` of 1,000 rows;
@@ -9,11 +9,12 @@ Three ways a collector writes spans, each its own transaction (autocommit):
 The rows (new traces of 10 spans, timestamped now, so inside the window and
 captured) and the statements' text are prepared before the clock starts: the
 timed part is each statement's round trip, which is what the server spends on
-it plus the network. Per round both arms run, in ABBA order (enabled first in
-even rounds, disabled first in odd ones), the insert trigger toggled with
-``ALTER TABLE otel_traces ENABLE/DISABLE TRIGGER``. The figure per way and arm
-is the median over the rounds of microseconds per span; the overhead is the
-ratio of the two medians.
+it plus the network. In every round and for every way, one block with the
+insert trigger enabled and one with it disabled run back to back (``ALTER
+TABLE otel_traces ENABLE/DISABLE TRIGGER`` between them, outside the clock),
+in alternating order, so that the two blocks of a pair see the same load on the
+machine. The overhead is the median over the rounds of the pair's ratio; the
+medians of each arm, and the ratio of those, are reported too.
 
 Rows written with the trigger disabled have no dirty key, so the summaries miss
 them: :func:`measure` deletes every row it wrote (with the trigger enabled), then
@@ -97,50 +98,39 @@ def _timed(run: Callable[[], None]) -> float:
     return time.perf_counter() - started
 
 
-class Workload:
-    """One arm's statements for one round, prepared before the clock starts."""
+class Block:
+    """One timed block: ``statements`` statements of one kind, prepared before the clock starts."""
 
-    def __init__(self, tag: str, statements: int, single_rows: int):
+    def __init__(self, kind: str, tag: str, statements: int, single_rows: int):
         now = datetime.now(UTC)
-        per_statement = 100  # traces of 10 spans: 1,000 rows
-        self.trace_ids: list[str] = []
-        self.inserts = []
+        self.kind = kind
+        if kind == "single":
+            rows = span_rows(tag, (single_rows + 9) // 10, now)[:single_rows]
+            self.payload: list = [insert_statement([row]) for row in rows]
+            self.spans = len(rows)
+            self.trace_ids = sorted({r[1] for r in rows})
+            return
+        self.payload, self.trace_ids = [], []
         for k in range(statements):
-            rows = span_rows(f"{tag}.i{k}", per_statement, now)
+            rows = span_rows(f"{tag}.{k}", 100, now)  # 100 traces of 10 spans: 1,000 rows
             self.trace_ids += sorted({r[1] for r in rows})
-            self.inserts.append(insert_statement(rows))
-        self.copies = []
-        for k in range(statements):
-            rows = span_rows(f"{tag}.c{k}", per_statement, now)
-            self.trace_ids += sorted({r[1] for r in rows})
-            self.copies.append(copy_data(rows))
-        rows = span_rows(f"{tag}.s", (single_rows + 9) // 10, now)[:single_rows]
-        self.trace_ids += sorted({r[1] for r in rows})
-        self.singles = [insert_statement([row]) for row in rows]
+            self.payload.append(insert_statement(rows) if kind == "insert" else copy_data(rows))
+        self.spans = 1_000 * statements
 
-    def run(self, conn: psycopg.Connection) -> dict[str, dict]:
-        def inserts() -> None:
-            for statement in self.inserts:
+    def run(self, conn: psycopg.Connection) -> float:
+        """Seconds per span."""
+
+        def statements() -> None:
+            for statement in self.payload:
                 conn.execute(statement)
 
         def copies() -> None:
             with conn.cursor() as cur:
-                for data in self.copies:
+                for data in self.payload:
                     with cur.copy(f"COPY {TRACES_TABLE} ({_COLUMN_LIST}) FROM STDIN") as copy:
                         copy.write(data)
 
-        def singles() -> None:
-            for statement in self.singles:
-                conn.execute(statement)
-
-        spans = {"insert": 1_000 * len(self.inserts), "copy": 1_000 * len(self.copies),
-                 "single": len(self.singles)}  # fmt: skip
-        timings = {"insert": _timed(inserts), "copy": _timed(copies), "single": _timed(singles)}
-        return {
-            kind: {"spans": spans[kind], "seconds": timings[kind],
-                   "us_per_span": timings[kind] / spans[kind] * 1e6}
-            for kind in KINDS
-        }  # fmt: skip
+        return _timed(copies if self.kind == "copy" else statements) / self.spans
 
 
 def _set_trigger(conn: psycopg.Connection, enabled: bool) -> None:
@@ -151,27 +141,29 @@ def _set_trigger(conn: psycopg.Connection, enabled: bool) -> None:
 def measure(
     conn: psycopg.Connection,
     rounds: int,
-    statements: int = 10,
-    single_rows: int = 200,
+    statements: int = 5,
+    single_rows: int = 50,
     log: Callable[[str], None] | None = None,
 ) -> dict:
-    """Alternated rounds of both arms; medians per way and arm; every row written removed."""
+    """Alternated, paired blocks of both arms per way; medians; every row written removed."""
     trace_ids: list[str] = []
     per_round: list[dict] = []
     try:
         for number in range(rounds + 1):  # round 0 warms up and is not counted
-            order = ARMS if number % 2 == 0 else tuple(reversed(ARMS))
-            result = {}
-            for arm in order:
-                workload = Workload(f"ingest{number}{arm}", statements, single_rows)
-                trace_ids += workload.trace_ids
-                _set_trigger(conn, arm == "enabled")
-                result[arm] = workload.run(conn)
+            result: dict = {"round": number, "order": {}}
+            for index, kind in enumerate(KINDS):
+                order = ARMS if (number + index) % 2 == 0 else tuple(reversed(ARMS))
+                result["order"][kind] = list(order)
+                for arm in order:
+                    block = Block(kind, f"ingest{number}{kind}{arm}", statements, single_rows)
+                    trace_ids += block.trace_ids
+                    _set_trigger(conn, arm == "enabled")
+                    result.setdefault(arm, {})[kind] = {"us_per_span": block.run(conn) * 1e6}
             _set_trigger(conn, True)
             if number == 0:
                 continue
-            per_round.append({"round": number, "order": list(order), **result})
-            if log:
+            per_round.append(result)
+            if log and (number % 5 == 0 or number == rounds):
                 log(
                     f"ingest round {number}/{rounds}: "
                     + "; ".join(
@@ -190,21 +182,25 @@ def measure(
         medians = {
             arm: statistics.median(r[arm][kind]["us_per_span"] for r in per_round) for arm in ARMS
         }
-        paired = statistics.median(
+        ratios = [
             r["enabled"][kind]["us_per_span"] / r["disabled"][kind]["us_per_span"]
             for r in per_round
-        )
+        ]
+        paired = statistics.median(ratios)
+        quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [paired] * 3
         summary[kind] = {
+            "pairs_overhead_pct_p25": (quartiles[0] - 1) * 100,
+            "pairs_overhead_pct_p75": (quartiles[2] - 1) * 100,
             "enabled_us_per_span": medians["enabled"],
             "disabled_us_per_span": medians["disabled"],
-            "overhead_pct": (medians["enabled"] / medians["disabled"] - 1) * 100,
-            "paired_overhead_pct": (paired - 1) * 100,
+            "overhead_pct": (paired - 1) * 100,
+            "ratio_of_medians_overhead_pct": (medians["enabled"] / medians["disabled"] - 1) * 100,
         }
     return {
         "rounds": rounds,
-        "statements_per_arm": statements,
+        "statements_per_block": statements,
         "rows_per_statement": 1_000,
-        "single_rows_per_arm": single_rows,
+        "single_rows_per_block": single_rows,
         "summary": summary,
         "per_round": per_round,
         "rows_removed": removed,

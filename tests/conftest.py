@@ -47,7 +47,17 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The tests that wait for a real pg_cron tick go first, so the wait overlaps the rest."""
+    """Schedule for pytest-xdist (``--dist loadgroup``): one group per module and server.
+
+    A module's tests on one server share its module-scoped data, so they run
+    on one worker; the same module on another server can run on another. The
+    tests that wait for a real pg_cron tick go first, so the wait overlaps the rest.
+    """
+    for item in items:
+        params = getattr(item, "callspec", None)
+        server = params and (params.params.get("server") or params.params.get("cron_server"))
+        group = item.module.__name__ + (f"[{server}]" if server else "")
+        item.add_marker(pytest.mark.xdist_group(group))
     items.sort(key=lambda item: item.get_closest_marker("pg_cron_tick") is None)
 
 

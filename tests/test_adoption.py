@@ -2,7 +2,8 @@
 
 A module-scoped store per major version holds over a million spans in a
 table with the collector's own index names, none leading with trace_id, so
-adopting it means building ``idx_otel_traces_trace_id``. Every test runs
+adopting it means building ``idx_otel_traces_trace_id``. As on CNPG, the
+collector and the migration are the database's owner, not a superuser. Every test runs
 while :class:`~tests.support.data.Ingest` inserts spans one by one, each
 with ``lock_timeout = 200ms``: a lock wait would fail an insert, and the
 watcher would see it. The figures of each phase are reported.
@@ -11,7 +12,9 @@ watcher would see it. The figures of each phase are reported.
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 import pytest
@@ -19,7 +22,9 @@ import pytest
 from cnpg_trace_summaries import contract
 from tests.support.adoption import (
     COLLECTOR_INDEXES,
+    COLLECTOR_TABLE_SQL,
     MigrationWatcher,
+    app_database,
     create_collector_store,
     definitions,
     indexes,
@@ -27,18 +32,19 @@ from tests.support.adoption import (
     reset,
 )
 from tests.support.data import Ingest
-from tests.support.database import Database, new_database
+from tests.support.database import Database
 from tests.support.processes import finish, migration_backend, start_alembic, wait_until_gone
 
 TRACES = 100_000  # ten spans each: one million spans
 HEAD, FIRST = "00000000000007", "00000000000001"
 TRACE_ID_INDEX = contract.TRACE_INDEXES_FOR_SUMMARIES[0][0]
+PAUSE = 0.001  # between inserts: a busy collector, leaving the migration a core of its own
 
 
 @pytest.fixture(scope="module")
 def collector_store(server) -> Iterator[tuple[Database, dict[str, str]]]:
     """The collector's store, and the definitions of its own indexes."""
-    with new_database(server, "adopt") as database:
+    with app_database(server) as database:
         create_collector_store(database, TRACES)
         assert database.scalar("SELECT count(*) FROM otel_traces") >= 1_000_000
         yield database, definitions(database)
@@ -54,6 +60,15 @@ def store(collector_store) -> Iterator[Database]:
     yield database
 
 
+@contextmanager
+def ingest_during(store: Database, report, what: str) -> Iterator[Ingest]:
+    """A collector inserting into ``store`` for the block; its figures reported afterwards."""
+    started = time.monotonic()
+    with Ingest(store.url, pause=PAUSE) as ingest:
+        yield ingest
+    report(f"{ingest.describe(what)}, over {time.monotonic() - started:.1f} s")
+
+
 def spans(database: Database) -> int:
     return database.scalar("SELECT count(*) FROM otel_traces")
 
@@ -64,9 +79,9 @@ def assert_ingest_never_waited(ingest: Ingest) -> None:
     assert len(ingest.latencies) > 20
 
 
-def assert_adopted(database: Database, own: dict[str, str], spans_before: int, ingest: Ingest):
+def assert_adopted(database: Database, own: dict[str, str], spans_before: int, *ingests: Ingest):
     """Every span and collector index kept, ours built and marked, nothing invalid."""
-    assert spans(database) == spans_before + len(ingest.trace_ids)
+    assert spans(database) == spans_before + sum(len(ingest.trace_ids) for ingest in ingests)
     assert definitions(database) == own
     found = indexes(database)
     assert [name for name, index in found.items() if not index["valid"]] == []
@@ -75,37 +90,28 @@ def assert_adopted(database: Database, own: dict[str, str], spans_before: int, i
     assert not any(is_ours(found[name]) for name in COLLECTOR_INDEXES)
 
 
-def test_upgrade_adopts_a_busy_store_without_failing_an_insert_and_keeps_its_spans_and_indexes(
+def test_upgrade_adopts_a_busy_store_and_ingest_never_waits_through_the_view_build_and_refresh(
     store: Database, collector_store, report
 ):
     own, before = collector_store[1], spans(store)
-    with Ingest(store.url) as ingest, MigrationWatcher(store) as migration:
+    upgrade = "alembic upgrade head over 1M spans (adoption, then the view)"
+    with ingest_during(store, report, upgrade) as upgrading, MigrationWatcher(store) as migration:
         store.alembic("upgrade", "head")
-    report(ingest.describe("alembic upgrade head (adoption, then the view) over 1M spans"))
-
-    assert_ingest_never_waited(ingest)
-    assert migration.saw(f"CREATE INDEX CONCURRENTLY {TRACE_ID_INDEX}")
-    assert_adopted(store, own, before, ingest)
-    assert store.version() == HEAD
-
-
-def test_ingest_never_waits_while_the_view_is_built_over_the_data_or_refreshed(
-    store: Database, report
-):
-    store.migrate("upgrade", FIRST)
-    with Ingest(store.url) as building:
-        store.alembic("upgrade", "head")
-    report(building.describe("CREATE MATERIALIZED VIEW over 1M spans (alembic upgrade head)"))
-    with Ingest(store.url) as refreshing:
+    refresh = "REFRESH MATERIALIZED VIEW CONCURRENTLY over 1M spans"
+    with ingest_during(store, report, refresh) as refreshing:
         store.execute(f"REFRESH MATERIALIZED VIEW CONCURRENTLY {contract.SUMMARIES}")
-    report(refreshing.describe("REFRESH MATERIALIZED VIEW CONCURRENTLY over 1M spans"))
 
-    for ingest in (building, refreshing):
+    for ingest in (upgrading, refreshing):
         assert_ingest_never_waited(ingest)
+    assert migration.saw(f"CREATE INDEX CONCURRENTLY {TRACE_ID_INDEX}")
+    assert migration.saw("CREATE MATERIALIZED VIEW")
+    assert_adopted(store, own, before, upgrading, refreshing)
+    assert store.version() == HEAD
     # The spans written while the view was built are in it after the refresh.
     assert store.scalar(
-        f"SELECT count(*) FROM {contract.SUMMARIES} WHERE trace_id = ANY(%s)", (building.trace_ids,)
-    ) == len(building.trace_ids)
+        f"SELECT count(*) FROM {contract.SUMMARIES} WHERE trace_id = ANY(%s)",
+        (upgrading.trace_ids,),
+    ) == len(upgrading.trace_ids)
 
 
 def kill_when(database: Database, process, condition: str) -> int:
@@ -118,11 +124,12 @@ def kill_when(database: Database, process, condition: str) -> int:
     return pid
 
 
-def test_a_killed_adoption_leaves_an_invalid_index_that_the_next_upgrade_rebuilds(
+def test_an_upgrade_killed_during_the_index_build_or_the_view_is_repaired_by_upgrading_again(
     store: Database, collector_store, report
 ):
     own, before = collector_store[1], spans(store)
-    with Ingest(store.url) as ingest:
+    what = "alembic upgrade head killed twice (index build, view), then upgrade head again"
+    with ingest_during(store, report, what) as ingest:
         # An old snapshot holds the build in its last phase, so the kill lands during it.
         with store.connect() as old_snapshot:
             old_snapshot.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
@@ -142,10 +149,15 @@ def test_a_killed_adoption_leaves_an_invalid_index_that_the_next_upgrade_rebuild
         upgrade = start_alembic(store, "upgrade", "head")
         kill_when(store, upgrade, "query LIKE 'CREATE MATERIALIZED VIEW%'")
         assert store.version() == FIRST
-        assert store.scalar("SELECT to_regclass(%s)", (contract.SUMMARIES,)) is None
+        assert (
+            store.scalar(
+                "SELECT count(*) FROM pg_class WHERE relname = ANY(%s)",
+                ([contract.SUMMARIES, *contract.SUMMARY_INDEXES],),
+            )
+            == 0
+        )
 
-        store.alembic("upgrade", "head")
-    report(ingest.describe("alembic upgrade head killed twice (index build, view), then again"))
+        store.migrate("upgrade", "head")
 
     assert_ingest_never_waited(ingest)
     assert_adopted(store, own, before, ingest)
@@ -159,12 +171,20 @@ def test_downgrade_of_an_adopted_store_drops_only_the_indexes_this_project_built
     own = collector_store[1]
     store.migrate("upgrade", FIRST)
     before = spans(store)
-    with Ingest(store.url) as ingest, MigrationWatcher(store) as migration:
-        store.alembic("downgrade", "base")
-    report(ingest.describe("alembic downgrade base of an adopted store"))
+    with ingest_during(store, report, "alembic downgrade base of an adopted store") as ingest:
+        # A reader's transaction holds the drop in its first wait, so it can be seen.
+        with store.connect() as reader:
+            reader.execute("SELECT 1 FROM otel_traces LIMIT 1")
+            downgrade = start_alembic(store, "downgrade", "base")
+            migration_backend(
+                store,
+                f"query LIKE 'DROP INDEX CONCURRENTLY IF EXISTS %{TRACE_ID_INDEX}' "
+                "AND wait_event_type = 'Lock'",
+            )
+        result = finish(downgrade)
 
+    assert result.returncode == 0, result.stderr
     assert_ingest_never_waited(ingest)
-    assert migration.saw(f"DROP INDEX CONCURRENTLY IF EXISTS {store.schema}.{TRACE_ID_INDEX}")
     assert spans(store) == before + len(ingest.trace_ids)
     assert definitions(store) == own
     assert set(indexes(store)) == set(COLLECTOR_INDEXES)
@@ -180,10 +200,44 @@ def test_an_otel_traces_in_another_schema_on_the_search_path_is_not_adopted(db: 
 
     mine.migrate("upgrade", "head")
     assert db.scalar("SELECT to_regclass('mine.otel_traces')") is not None
-    assert db.scalar("SELECT obj_description('mine.otel_traces'::regclass, 'pg_class')").find(
-        contract.CREATED_MARKER
-    ) >= 0
+    assert contract.CREATED_MARKER in db.scalar(
+        "SELECT obj_description('mine.otel_traces'::regclass, 'pg_class')"
+    )
     assert mine.scalar(f"SELECT count(*) FROM {contract.SUMMARIES}") == 0
     assert definitions(other) == own
     assert set(indexes(other)) == set(COLLECTOR_INDEXES)
     assert other.scalar("SELECT count(*) FROM otel_traces") == 1000
+
+
+TIMESTAMP_INDEX = contract.TRACE_INDEXES_FOR_SUMMARIES[1][0]
+
+
+@pytest.mark.parametrize(
+    ("own", "built"),
+    [
+        (["(trace_id, span_id)", 'USING brin ("timestamp")'], set()),
+        (["USING hash (trace_id)", '("timestamp" DESC)'], set()),
+        (["USING brin (trace_id)", '("timestamp")'], {TRACE_ID_INDEX}),
+        (["(trace_id) WHERE trace_id <> ''", '("timestamp")'], {TRACE_ID_INDEX}),
+        (["(lower(trace_id))", '("timestamp")'], {TRACE_ID_INDEX}),
+        (['(trace_id COLLATE "C")', '("timestamp")'], {TRACE_ID_INDEX}),
+        (['(service_name, "timestamp")'], {TRACE_ID_INDEX, TIMESTAMP_INDEX}),
+    ],
+    ids=["btree-brin", "hash-btree", "brin", "partial", "expression", "collation", "neither"],
+)
+def test_adoption_builds_only_the_indexes_no_usable_index_already_serves(
+    db: Database, own: list[str], built: set[str]
+):
+    db.execute(COLLECTOR_TABLE_SQL)
+    for number, definition in enumerate(own):
+        db.execute(f"CREATE INDEX own_{number} ON otel_traces {definition}")
+    collector = definitions(db, [f"own_{number}" for number in range(len(own))])
+
+    db.migrate("upgrade", FIRST)
+    found = indexes(db)
+    assert set(found) - set(collector) == built
+    assert all(is_ours(found[name]) for name in built)
+    assert definitions(db, collector) == collector
+
+    db.migrate("downgrade", "base")
+    assert definitions(db, indexes(db)) == collector

@@ -97,10 +97,7 @@ def test_the_migration_job_runs_alembic_upgrade_head_where_the_image_copies_alem
     assert script_location.startswith("%(here)s/")
     environment = script_location.removeprefix("%(here)s/")
     copied = {(tuple(sources), dest) for origin, sources, dest in FINAL.copies() if origin is None}
-    assert (("alembic.ini",), workdir) in copied or (
-        ("alembic.ini",),
-        f"{workdir}/alembic.ini",
-    ) in copied
+    assert copied & {(("alembic.ini",), workdir), (("alembic.ini",), f"{workdir}/alembic.ini")}
     assert ((f"{environment}/",), f"{workdir}/{environment}") in copied
 
 
@@ -110,11 +107,8 @@ def test_the_migration_job_runs_once_with_bounded_retries_time_and_history():
     assert 0 < spec["backoffLimit"] <= 5
     assert spec["ttlSecondsAfterFinished"] > 0
     # It outlasts a second migrator's wait for the first (the advisory lock in env.py).
-    wait = (
-        env(JOB)
-        .get("TRACE_SUMMARIES_MIGRATION_LOCK_WAIT", {})
-        .get("value", OPTIONS["migration_lock_wait"].default)
-    )
+    option = OPTIONS["migration_lock_wait"]
+    wait = env(JOB).get(option.env, {}).get("value", option.default)
     assert spec["activeDeadlineSeconds"] > seconds(wait)
 
 
@@ -128,7 +122,8 @@ def test_the_migration_job_fails_visibly_when_nothing_will_refresh_the_summaries
 
 def test_the_migration_job_says_what_app_needs_for_pg_cron_in_cnpgs_default_layout():
     text = JOB_FILE.read_text()
-    for statement in GRANTS_FOR_SCHEDULE_IN_DATABASE.format(role="app").split("; "):
+    role = CLUSTER["spec"]["bootstrap"]["initdb"]["owner"]
+    for statement in GRANTS_FOR_SCHEDULE_IN_DATABASE.format(role=role).split("; "):
         assert f"{statement};" in text
     assert "cron.use_background_workers = on" in text
     assert "advisory lock" in text

@@ -1,4 +1,4 @@
-"""The incremental mode on real PostgreSQL: concurrency, operations, writes that bypass the triggers.
+"""The incremental mode on real PostgreSQL: concurrency, operations, writes bypassing triggers.
 
 Every test ends with the proof of tests/support/incremental.py: the table
 equals its definition at its own window boundary, at one snapshot
@@ -27,21 +27,35 @@ from cnpg_trace_summaries.contract import (
     TRACES_TABLE,
 )
 from tests.support.commands import run_cli
-from tests.support.database import Database
-from tests.support.incremental import compare, dirty_keys, install, refresh, traces_sql
+from tests.support.database import Database, new_database
+from tests.support.incremental import (
+    PARTITIONED_TRACES,
+    compare,
+    dirty_keys,
+    install,
+    partition_of,
+    refresh,
+    traces_sql,
+)
 from tests.support.roles import ROLE_PASSWORD, grant, login_role
 
 
-@pytest.fixture
-def inc(db: Database) -> Database:
-    """A database with otel_traces and the summaries in incremental mode."""
-    install(db)
-    return db
+@pytest.fixture(scope="module")
+def inc(server) -> Iterator[Database]:
+    """A database with otel_traces and the summaries in incremental mode, for the module."""
+    with new_database(server, "inc") as database:
+        install(database)
+        yield database
 
 
 @pytest.fixture
 def conn(inc: Database) -> Iterator[psycopg.Connection]:
+    """A connection to ``inc``, emptied and with the refresh's default knobs."""
     with inc.connect(autocommit=True) as connection:
+        connection.execute(f"TRUNCATE {TRACES_TABLE}")
+        configure(connection, full_refresh_above=None, spans_per_rebuild_range=None)
+        refresh(connection)
+        assert_exact(connection)
         yield connection
 
 
@@ -122,7 +136,9 @@ class BackgroundRefresh:
 # -- concurrency -------------------------------------------------------------------------
 def test_a_transaction_open_across_a_refresh_is_applied_by_the_next_refresh(inc, conn):
     with_traces(conn, "t", 20)
-    conn.execute("INSERT INTO otel_traces (timestamp, trace_id, span_id) VALUES (now(), 't000001', 'x')")
+    conn.execute(
+        "INSERT INTO otel_traces (timestamp, trace_id, span_id) VALUES (now(), 't000001', 'x')"
+    )
     with inc.connect() as writer:  # a transaction, left open across the refresh
         writer.execute(traces_sql("new", 3))
         writer.execute("DELETE FROM otel_traces WHERE trace_id = 't000002' AND span_id = 'span1'")
@@ -139,7 +155,9 @@ def test_a_transaction_open_across_a_refresh_is_applied_by_the_next_refresh(inc,
     assert before.pending > 0 and before.missing > 0
     refresh(conn)
     assert_exact(conn)
-    names = dict(conn.execute("SELECT trace_id, root_span_name FROM otel_trace_summaries").fetchall())
+    names = dict(
+        conn.execute("SELECT trace_id, root_span_name FROM otel_trace_summaries").fetchall()
+    )
     assert names["t000001"] == "renamed" and "moved" in names and "t000003" not in names
 
 
@@ -285,7 +303,9 @@ def test_an_ingest_role_with_only_insert_update_delete_can_write_after_install(i
             ingest.execute("UPDATE otel_traces SET status_code = 2")
             ingest.execute("DELETE FROM otel_traces WHERE timestamp < now() - interval '1 day'")
             ingest.execute(traces_sql("old", 2, age="1 hour 30 minutes"))
-            ingest.execute("DELETE FROM otel_traces WHERE timestamp < now() - interval '80 minutes'")
+            ingest.execute(
+                "DELETE FROM otel_traces WHERE timestamp < now() - interval '80 minutes'"
+            )
     assert dirty_keys(conn) > 0
     refresh(conn)
     assert_exact(conn)
@@ -321,6 +341,83 @@ def test_columns_of_an_adopted_otel_traces_never_clash_with_the_refresh_variable
         assert_exact(conn)
         assert refresh(conn, full=True)["kind"] == "full"
         assert_exact(conn)
+
+
+# -- a partitioned otel_traces: writes that bypass the triggers ------------------------------
+@pytest.fixture
+def partitioned(db: Database) -> Iterator[psycopg.Connection]:
+    """A collector's otel_traces partitioned by day, adopted, summaries in incremental mode."""
+    db.execute(PARTITIONED_TRACES)
+    install(db)
+    with db.connect(autocommit=True) as connection:
+        yield connection
+
+
+def test_writes_through_a_partitioned_parent_are_captured(db, partitioned):
+    conn = partitioned
+    conn.execute(traces_sql("p", 10, age="3 days"))
+    conn.execute(traces_sql("q", 10, age="1 minute"))
+    # Moves spans to another partition, and one trace out of the window.
+    move = "UPDATE otel_traces SET timestamp = timestamp - CAST(%s AS interval) WHERE trace_id "
+    conn.execute(move + "< 'p000005'", ("1 day",))
+    conn.execute(move + "= 'p000009'", ("5 days",))
+    conn.execute("DELETE FROM otel_traces WHERE trace_id = 'q000003'")
+    assert dirty_keys(conn) > 0
+    refresh(conn)
+    assert_exact(conn)
+    assert conn.execute(f"SELECT count(*) FROM {SUMMARIES}").fetchone() == (18,)
+
+
+def test_detaching_and_dropping_a_partition_older_than_the_window_needs_nothing(db, partitioned):
+    conn = partitioned
+    old = partition_of(conn, "now() - interval '8 days 12 hours'")
+    conn.execute(traces_sql("old", 10, age="8 days 12 hours"))
+    conn.execute(traces_sql("new", 10, age="2 hours"))
+    conn.execute(  # a trace with spans on both sides of the boundary
+        "INSERT INTO otel_traces (timestamp, trace_id, span_id) "
+        "VALUES (now() - interval '8 days 12 hours', 'new000001', 'older')"
+    )
+    refresh(conn)
+    assert_exact(conn)
+
+    conn.execute(f"ALTER TABLE otel_traces DETACH PARTITION {old}")
+    conn.execute(f"DROP TABLE {old}")
+    assert dirty_keys(conn) == 0
+    assert_exact(conn)  # exact as it is, before any refresh
+    refresh(conn)
+    assert_exact(conn)
+
+
+def test_writes_that_bypass_the_triggers_are_found_by_verify_and_repaired_by_a_full_refresh(
+    db, partitioned
+):
+    conn = partitioned
+    conn.execute(traces_sql("p", 10, age="2 days"))
+    conn.execute(traces_sql("q", 10, age="1 hour"))
+    refresh(conn)
+    assert run_cli("verify", DATABASE_URL=db.url).returncode == 0
+
+    today = partition_of(conn, "now()")
+    two_days_ago = partition_of(conn, "now() - interval '2 days'")
+    # A direct insert into a partition, and a partition in the window detached:
+    # neither fires the parent's triggers.
+    conn.execute(
+        f"INSERT INTO {today} (timestamp, trace_id, span_id, name) "
+        "VALUES (now(), 'direct', 'root', 'bypassed'), (now(), 'q000001', 'extra', 'bypassed')"
+    )
+    conn.execute(f"ALTER TABLE otel_traces DETACH PARTITION {two_days_ago}")
+    assert dirty_keys(conn) == 0
+
+    verified = run_cli("verify", DATABASE_URL=db.url)
+    assert verified.returncode == 2, verified.stderr
+    assert "DIFFERS" in verified.stdout.splitlines()[0]
+    assert "  missing direct" in verified.stdout.splitlines()
+
+    repaired = run_cli("refresh", "--full", DATABASE_URL=db.url)
+    assert repaired.returncode == 0, repaired.stderr
+    assert "rebuilt in" in repaired.stdout
+    assert run_cli("verify", DATABASE_URL=db.url).returncode == 0
+    assert_exact(conn)
 
 
 # -- the console command -------------------------------------------------------------------
@@ -373,21 +470,23 @@ SELECT (SELECT count(*) FROM pg_class
 """
 
 
-def test_downgrade_removes_everything_and_upgrading_again_works(inc, conn):
-    with_traces(conn, "t", 10)
-    triggers = list(CAPTURE_TRIGGERS.values())
-    assert conn.execute(LEFTOVERS, {"triggers": triggers}).fetchone() == (3, 4, 6)
+def test_downgrade_removes_everything_and_upgrading_again_works(db):
+    install(db)
+    with db.connect(autocommit=True) as conn:
+        with_traces(conn, "t", 10)
+        triggers = list(CAPTURE_TRIGGERS.values())
+        assert conn.execute(LEFTOVERS, {"triggers": triggers}).fetchone() == (3, 4, 6)
 
-    inc.migrate("downgrade", "-1")
-    assert conn.execute(LEFTOVERS, {"triggers": triggers}).fetchone() == (0, 0, 0)
-    assert inc.version() == "00000000000001"
-    assert conn.execute("SELECT count(*) FROM otel_traces").fetchone() == (30,)
+        db.migrate("downgrade", "-1")
+        assert conn.execute(LEFTOVERS, {"triggers": triggers}).fetchone() == (0, 0, 0)
+        assert db.version() == "00000000000001"
+        assert conn.execute("SELECT count(*) FROM otel_traces").fetchone() == (30,)
 
-    install(inc)
-    assert conn.execute(f"SELECT count(*) FROM {SUMMARIES}").fetchone() == (10,)
-    conn.execute(traces_sql("again", 2))
-    refresh(conn)
-    assert_exact(conn)
+        install(db)
+        assert conn.execute(f"SELECT count(*) FROM {SUMMARIES}").fetchone() == (10,)
+        conn.execute(traces_sql("again", 2))
+        refresh(conn)
+        assert_exact(conn)
 
 
 def test_downgrade_unschedules_the_incremental_job(cron_db: Database):

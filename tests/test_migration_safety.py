@@ -1,4 +1,4 @@
-"""Migrating where others migrate too: several migrators, a held lock, a refresh, an app's Alembic."""
+"""Migrating where others work too: other migrators, a held lock, a refresh, an app's Alembic."""
 
 from __future__ import annotations
 
@@ -145,7 +145,9 @@ def test_a_downgrade_that_meets_a_refresh_fails_with_the_job_still_scheduled(cro
 def test_a_downgrade_that_meets_a_refresh_leaves_the_job_in_pg_crons_other_database():
     with local_server("cron-in-postgres", pg_cron_database="postgres") as cluster:
         cluster.create_database("app")
-        assert_downgrade_fails_then_succeeds(Database(cluster, "app"), Database(cluster, "postgres"))
+        assert_downgrade_fails_then_succeeds(
+            Database(cluster, "app"), Database(cluster, "postgres")
+        )
 
 
 # -- a missing refresher you cannot miss -----------------------------------------------------------

@@ -314,6 +314,14 @@ def test_duration_ms_is_end_minus_start_in_milliseconds_as_double(store, now):
     assert isinstance(rows["t"]["duration_ms"], float)
 
 
+def test_duration_ms_is_the_quotient_rounded_once_to_a_double(store, now):
+    # A numeric division rounds this quotient to 16 digits before the cast, and
+    # the double it then gives is one step off the correctly rounded one.
+    nanos = 1_844_679_518_563_690_323
+    rows = store.summarize([span(now, "t", "r", start_time_unix_nano=0, end_time_unix_nano=nanos)])
+    assert rows["t"]["duration_ms"] == nanos / 1_000_000
+
+
 def test_duration_is_never_negative_when_the_end_is_before_the_start(store, now):
     rows = store.summarize(
         [span(now, "t", "r", start_time_unix_nano=9_000, end_time_unix_nano=1_000)]

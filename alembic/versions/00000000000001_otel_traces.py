@@ -16,26 +16,42 @@ What it does
     the table is *adopted*: kept as it is, with its data, its indexes and its
     owner, and a NOTICE says so. Only the indexes the summaries need are added,
     ``idx_otel_traces_trace_id`` and ``idx_otel_traces_timestamp``, and each
-    only where no valid index already leads with that column. They are built
-    with ``CREATE INDEX CONCURRENTLY``, outside the revision's transaction, so
-    inserts go on during the build. An adopted table is never made a
-    hypertable (that holds ACCESS EXCLUSIVE while it copies every span); a
-    NOTICE gives the statement for a maintenance window.
+    only where no valid index already leads with that column (a btree or
+    hash index for trace_id, a btree or BRIN index for timestamp, unpartial,
+    in the column's collation). They are built with ``CREATE INDEX
+    CONCURRENTLY``, outside the revision's transaction, so inserts go on
+    during the build, and marked as this project's in their comment. An
+    adopted table is never made a hypertable (that holds ACCESS EXCLUSIVE
+    while it copies every span); a NOTICE gives the statement for a
+    maintenance window.
 
 What a kill leaves behind, and what repairs it
-    * Killed before the first COMMIT: nothing; the table is not created.
+    The revision is one transaction unless it has an index to build on an
+    adopted table; then it commits before the first build (the empty version
+    table, on a first run), builds, and records itself in a last transaction.
+    Whatever the kill leaves, upgrading again repairs it:
+
+    * Creating the table, or adopting one that needs no index: nothing; the
+      revision is not recorded.
     * Adopting, killed during a concurrent index build: the server notices
       the dead client within a second (``client_connection_check_interval``,
       set by env.py) and cancels the build, which leaves that index INVALID;
       the revision is not recorded. Upgrading again drops the INVALID index
       concurrently and builds it again.
+    * Killed in the milliseconds between a finished build and its comment:
+      the index is valid but not marked as this project's. Upgrading again
+      keeps it (it serves the summaries) and records the revision; a
+      downgrade leaves it in place, as it does every index it did not build.
     * Killed after the builds but before the version row: the indexes are
-      valid; upgrading again finds them and records the revision.
+      valid and marked; upgrading again finds them and records the revision.
 
 Downgrade
-    Drops the indexes this revision built on an adopted table (concurrently),
-    and drops ``otel_traces`` only where this project created it, and only
-    while it is empty, unless ``-x drop_trace_data=yes`` says the spans may go.
+    Drops the indexes this revision built on an adopted table (concurrently,
+    so ingest goes on; a kill during a drop leaves that index INVALID, and
+    downgrading or upgrading again removes it), and drops ``otel_traces``
+    only where this project created it, and only while it is empty, unless
+    ``-x drop_trace_data=yes`` says the spans may go. The adopted table, its
+    spans and its own indexes are never touched.
 
 Waits
     Every statement that could make ingest wait runs under ``lock_timeout``.
@@ -121,18 +137,23 @@ $create$
 
 # What the summaries need of otel_traces that it lacks: one statement per row,
 # in order. An INVALID index of ours (an interrupted build) is dropped and
-# built again; an index counts only when valid, on a plain column, unpartial.
+# built again. An existing index counts only when it is valid, unpartial,
+# leads with the column itself (not an expression) in the column's collation,
+# and is of a kind that serves the lookups: equality on trace_id (btree,
+# hash), ranges of timestamp (btree, brin).
+USABLE_ACCESS_METHODS = {"trace_id": ("btree", "hash"), "timestamp": ("btree", "brin")}
 _NEEDED = ", ".join(
-    f"('{name}', '{column}', '{definition}')"
+    f"('{name}', '{column}', '{definition}', "
+    f"ARRAY[{', '.join(repr(am) for am in USABLE_ACCESS_METHODS[column])}])"
     for name, column, definition in TRACE_INDEXES_FOR_SUMMARIES
 )
 PLAN_INDEXES = f"""
 WITH store AS (
     SELECT to_regclass(format('%I.otel_traces', current_schema())) AS oid
-), needed (name, column_name, definition) AS (
+), needed (name, column_name, definition, access_methods) AS (
     VALUES {_NEEDED}
 ), ours AS (
-    SELECT n.name, n.column_name, n.definition, i.indexrelid, i.indisvalid
+    SELECT n.name, n.column_name, n.definition, n.access_methods, i.indexrelid, i.indisvalid
     FROM needed AS n CROSS JOIN store
     LEFT JOIN pg_class AS c
         ON c.relname = n.name AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = store.oid)
@@ -142,7 +163,11 @@ WITH store AS (
     FROM ours AS o CROSS JOIN store
     JOIN pg_attribute AS a ON a.attrelid = store.oid AND a.attname = o.column_name
     JOIN pg_index AS i ON i.indrelid = store.oid AND i.indkey[0] = a.attnum
+    JOIN pg_class AS ic ON ic.oid = i.indexrelid
+    JOIN pg_am AS am ON am.oid = ic.relam
     WHERE i.indisvalid AND i.indisready AND i.indislive AND i.indpred IS NULL
+      AND am.amname = ANY (o.access_methods)
+      AND i.indcollation[0] = a.attcollation
 )
 SELECT statement FROM (
     SELECT 1 AS step, name, format('DROP INDEX CONCURRENTLY %I.%I', current_schema(), name) AS statement
@@ -198,17 +223,21 @@ $drop$
 def run_planned(plan: str) -> None:
     """Run each statement ``plan`` yields, outside a transaction.
 
-    Online, the plan is read here; in a ``--sql`` script psql's ``\\gexec``
-    runs it, so the script decides on the server, as the online run does.
+    Online, the plan is read inside the revision's transaction, and only when
+    it has work does the revision commit what it did so far and run it in
+    autocommit mode (so a new or already adopted table keeps the revision one
+    transaction). In a ``--sql`` script psql's ``\\gexec`` runs it, so the
+    script decides on the server, as the online run does.
     """
-    with op.get_context().autocommit_block():
-        if context.is_offline_mode():
+    if context.is_offline_mode():
+        with op.get_context().autocommit_block():
             op.execute(plan + "\\gexec\n--")
-            return
-        bind = op.get_bind()
-        statements = bind.execute(sa.text(plan)).scalars().all()
-        if not statements:
-            return
+        return
+    bind = op.get_bind()
+    statements = bind.execute(sa.text(plan)).scalars().all()
+    if not statements:
+        return
+    with op.get_context().autocommit_block():
         lock_timeout = options.from_alembic("lock_timeout")
         # A concurrent build never makes writers wait; it may wait for old transactions.
         bind.execute(sa.text(f"SET lock_timeout = '{options.from_alembic('migration_lock_wait')}'"))

@@ -46,7 +46,6 @@ from cnpg_trace_summaries.contract import (
     REFRESH_LOCK_CLASS,
     STATE_TABLE,
     SUMMARIES,
-    SUMMARY_COLUMN_TYPES,
     SUMMARY_COLUMNS,
     TRACES_TABLE,
     TRUNCATE_FUNCTION,
@@ -85,12 +84,18 @@ $guard$
 """
 
 
-def create_table(relation: str = SUMMARIES) -> str:
-    columns = ",\n    ".join(
-        f'"{name}" {kind}' + (" NOT NULL" if name == "trace_id" else "")
-        for name, kind in SUMMARY_COLUMN_TYPES.items()
-    )
-    return f"CREATE TABLE {relation} (\n    {columns}\n) WITH {SUMMARIES_STORAGE}"
+def create_table(relation: str = SUMMARIES) -> list[str]:
+    """The table, with the columns the view's definition gives, down to their collations.
+
+    Several columns of the definition are in the "C" collation (summary_sql's
+    byte order). A column with another collation would sort and compare
+    differently in the two modes, and every statement a reader has prepared
+    would fail after a switch ("cached plan must not change result type").
+    """
+    return [
+        f"CREATE TABLE {relation} WITH {SUMMARIES_STORAGE} AS\n{window_query()}\nWITH NO DATA",
+        f"ALTER TABLE {relation} ALTER COLUMN trace_id SET NOT NULL",
+    ]
 
 
 CREATE_DIRTY = f"""
@@ -413,7 +418,7 @@ def create_machinery() -> list[str]:
 
 
 def create_summaries(relation: str = SUMMARIES, suffix: str = "") -> list[str]:
-    return [create_table(relation), comment("TABLE", "incremental", relation),
+    return [*create_table(relation), comment("TABLE", "incremental", relation),
             *create_indexes(relation, suffix)]  # fmt: skip
 
 

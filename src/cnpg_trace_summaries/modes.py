@@ -22,10 +22,14 @@ from sqlalchemy import Connection, text
 
 from cnpg_trace_summaries import incremental_mode, pgcron, view_mode
 from cnpg_trace_summaries.contract import (
+    CAPTURE_TRIGGERS,
     CREATED_MARKER,
+    DIRTY_TABLE,
     REFRESH_FUNCTION,
     REFRESH_LOCK_CLASS,
+    STATE_TABLE,
     SUMMARIES,
+    TRACES_TABLE,
     lock_key_sql,
 )
 from cnpg_trace_summaries.summary_sql import window_query
@@ -33,6 +37,7 @@ from cnpg_trace_summaries.summary_sql import window_query
 log = logging.getLogger(__name__)
 
 NEXT = f"{SUMMARIES}{view_mode.NEXT_SUFFIX}"
+SWAP_LOCK_WAIT = "1s"
 
 INSTALLED_SQL = f"""
 SELECT CASE c.relkind WHEN 'm' THEN 'view' WHEN 'r' THEN 'incremental' END
@@ -68,6 +73,22 @@ def _drop_machinery_statements() -> str:
         lines.append(f"    IF {exists} THEN\n        DROP {kind} {name};\n    END IF;")
     return "\n".join(lines)
 
+
+# Drops what a switch built beside the old relation, a table or a view.
+DROP_NEXT = f"""
+DO $next$
+DECLARE
+    kind constant "char" := (SELECT relkind FROM pg_class
+                             WHERE oid = to_regclass(format('%I.{NEXT}', current_schema())));
+BEGIN
+    IF kind = 'm' THEN
+        DROP MATERIALIZED VIEW {NEXT};
+    ELSIF kind = 'r' THEN
+        DROP TABLE {NEXT};
+    END IF;
+END
+$next$
+"""
 
 # Removes whichever mode is installed, completely; the downgrade runs it.
 UNINSTALL = f"""
@@ -137,6 +158,29 @@ $grants$
 
 SWAP_IN_NEXT = [f"ALTER TABLE {NEXT} RENAME TO {SUMMARIES}", *view_mode.rename_indexes("_next")]
 
+# Once the swap holds the refresh lock (waited for as long as lock_timeout
+# allows: nobody waits behind an advisory lock), each table lock is waited for
+# at most a second, so that readers queued behind the swap never wait longer;
+# an attempt that times out is rolled back and tried again.
+SWAP_LOCK_TIMEOUT = f"""
+SELECT set_config('lock_timeout',
+    CASE WHEN setting = interval '0' OR setting > interval '{SWAP_LOCK_WAIT}' THEN '{SWAP_LOCK_WAIT}'
+         ELSE current_setting('lock_timeout') END, true)
+FROM (SELECT CAST(current_setting('lock_timeout') AS interval) AS setting) AS current
+"""
+
+# Leftovers of an interrupted switch: what it built beside the relation, and,
+# in view mode, the incremental mode's machinery (its triggers would keep
+# filling a dirty table that nobody reads).
+LEFTOVERS_SQL = f"""
+SELECT to_regclass(format('%I.{NEXT}', current_schema())) IS NOT NULL,
+       to_regclass(format('%I.{STATE_TABLE}', current_schema())) IS NOT NULL
+       OR to_regclass(format('%I.{DIRTY_TABLE}', current_schema())) IS NOT NULL
+       OR EXISTS (SELECT 1 FROM pg_trigger
+                  WHERE tgrelid = to_regclass(format('%I.{TRACES_TABLE}', current_schema()))
+                    AND tgname IN ({", ".join(f"'{name}'" for name in CAPTURE_TRIGGERS.values())}))
+"""
+
 
 class SwitchError(Exception):
     """The switch cannot go on; the message says why, and what is left as it was."""
@@ -162,7 +206,7 @@ def switch(
     target: str,
     *,
     cron_database: str = "",
-    swap_attempts: int = 3,
+    swap_attempts: int = 10,
 ) -> SwitchReport:
     """Switch otel_trace_summaries in ``connection``'s schema to ``target`` mode.
 
@@ -176,15 +220,17 @@ def switch(
     if source is None:
         raise SwitchError("otel_trace_summaries does not exist here; run `alembic upgrade head`")
     if source == target:
-        raise SwitchError(f"otel_trace_summaries is already in {target} mode")
+        removed = _remove_leftovers(connection, source)
+        raise SwitchError(
+            f"otel_trace_summaries is already in {target} mode"
+            + (f"; removed what an interrupted switch left: {removed}" if removed else "")
+        )
     location = pgcron.locate(raw, cron_database)
     connection.rollback()
 
     started = time.monotonic()
     with connection.begin():
-        _run(
-            connection, [f"DROP MATERIALIZED VIEW IF EXISTS {NEXT}", f"DROP TABLE IF EXISTS {NEXT}"]
-        )
+        _run(connection, [DROP_NEXT])
     if target == "incremental":
         with connection.begin():  # what an interrupted switch left, then the triggers
             _run(connection, [f"DO $clean$ BEGIN\n{_drop_machinery_statements()}\nEND $clean$"])
@@ -213,6 +259,7 @@ def switch(
 
     swap = [
         f"SELECT pg_advisory_xact_lock({lock_key_sql(REFRESH_LOCK_CLASS)})",
+        SWAP_LOCK_TIMEOUT,
         COPY_GRANTS,
     ]
     if target == "incremental":
@@ -220,6 +267,9 @@ def switch(
                  view_mode.comment("TABLE", "incremental")]  # fmt: skip
     else:
         swap += [
+            # The readers' relation first, then otel_traces (dropping the triggers):
+            # inserts never wait while the swap waits for a reader.
+            f"LOCK TABLE {SUMMARIES} IN ACCESS EXCLUSIVE MODE",
             f"DO $drop$ BEGIN\n{_drop_machinery_statements()}\nEND $drop$",
             f"DROP TABLE {SUMMARIES}",
             f"ALTER MATERIALIZED VIEW {NEXT} RENAME TO {SUMMARIES}",
@@ -246,6 +296,25 @@ def switch(
     autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
     autocommit.execute(text(catch_up))
     return SwitchReport(source, target, swap_seconds, build_seconds, job)
+
+
+def _remove_leftovers(connection: Connection, mode: str) -> str:
+    """Remove what an interrupted switch left beside ``mode``; say what, or ''."""
+    raw = connection.connection.driver_connection
+    next_left, machinery_left = raw.execute(LEFTOVERS_SQL).fetchone()
+    connection.rollback()
+    statements, removed = [], []
+    if next_left:
+        statements.append(DROP_NEXT)
+        removed.append(NEXT)
+    if mode == "view" and machinery_left:
+        statements.append(f"DO $clean$ BEGIN\n{_drop_machinery_statements()}\nEND $clean$")
+        removed.append("the incremental mode's triggers on otel_traces, functions and tables")
+    if statements:
+        with connection.begin():
+            _run(connection, statements)
+        log.info("removed what an interrupted switch left: %s", ", ".join(removed))
+    return ", ".join(removed)
 
 
 def _swap(connection: Connection, statements: list[str], attempts: int) -> float:

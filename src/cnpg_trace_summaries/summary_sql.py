@@ -49,9 +49,12 @@ PROJECTION = """trace_id,
     end_time_unix_nano,
     CASE
         WHEN start_time_unix_nano IS NULL OR end_time_unix_nano IS NULL THEN NULL
+        -- times 0.000001, not divided by 1000000: the product is exact (6 decimals),
+        -- so the cast rounds once, as (end - start) / 1e6 in Python does; a numeric
+        -- division rounds to 16 digits first, and then the double can differ.
         ELSE CAST(
             greatest(CAST(end_time_unix_nano AS numeric) - start_time_unix_nano, 0)
-            / 1000000 AS double precision)
+            * 0.000001 AS double precision)
     END AS duration_ms,
     CAST(root[6] AS integer) AS status_code,
     root[7] AS status_message,

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from psycopg import sql
 
 from cnpg_trace_summaries import contract, migrating
-from tests.support.database import Database
+from tests.support.database import Database, new_database
+from tests.support.roles import ROLE_PASSWORD, login_role
 
 COLLECTOR_INDEXES = ("spans_by_service", "spans_by_time", "spans_pkey")
 
@@ -41,7 +46,8 @@ CREATE TABLE otel_traces (
 
 # Built after the load: about three times faster than maintaining them row by row.
 COLLECTOR_INDEXES_SQL = (
-    'ALTER TABLE otel_traces ADD CONSTRAINT spans_pkey PRIMARY KEY ("timestamp", trace_id, span_id)',
+    "ALTER TABLE otel_traces ADD CONSTRAINT spans_pkey "
+    'PRIMARY KEY ("timestamp", trace_id, span_id)',
     'CREATE INDEX spans_by_time ON otel_traces ("timestamp")',
     'CREATE INDEX spans_by_service ON otel_traces (service_name, "timestamp")',
 )
@@ -71,6 +77,19 @@ FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid
 WHERE i.indrelid = to_regclass(format('%I.otel_traces', current_schema()))
 ORDER BY c.relname
 """
+
+
+@contextmanager
+def app_database(server, prefix: str = "adopt") -> Iterator[Database]:
+    """A new database owned by, and reached as, a non-superuser login role (CNPG's `app`)."""
+    with login_role(server) as role, new_database(server, prefix) as database:
+        with server.connect(autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                    sql.Identifier(database.dbname), sql.Identifier(role)
+                )
+            )
+        yield database.as_role(role, ROLE_PASSWORD)
 
 
 def create_collector_store(database: Database, traces: int) -> None:

@@ -57,9 +57,12 @@ class Ingest:
     connection) every moment the inserter waited on a lock.
     """
 
-    def __init__(self, url: str, lock_timeout: str = "200ms", name: str = "GET /live"):
+    def __init__(
+        self, url: str, lock_timeout: str = "200ms", name: str = "GET /live", pause: float = 0.0
+    ):
         self.url = url
         self.lock_timeout = lock_timeout
+        self.pause = pause  # seconds between inserts: a collector's pace, not a benchmark's
         self.name = name
         self.stop = threading.Event()
         self.latencies: list[float] = []
@@ -97,6 +100,8 @@ class Ingest:
                 except psycopg.Error as error:
                     self.errors.append(str(error))
                 self.latencies.append(time.perf_counter() - started)
+                if self.pause:
+                    self.stop.wait(self.pause)
 
     def _watch(self) -> None:
         with psycopg.connect(self.url, autocommit=True) as conn:

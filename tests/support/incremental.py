@@ -9,6 +9,8 @@ The rows can then also be compared with tests/reference.py.
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -150,3 +152,85 @@ def dirty_keys(conn: psycopg.Connection) -> int:
 
 def span_at(now: datetime, trace_id: str, span_id: str, age: timedelta, **fields) -> Span:
     return Span(timestamp=now - age, trace_id=trace_id, span_id=span_id, **fields)
+
+
+# A collector's own otel_traces, partitioned by day: the columns of revision
+# 00000000000001, a primary key that includes the partition key, its own index
+# on trace_id (revision 00000000000001 cannot build one concurrently on a
+# partitioned table), and daily partitions otel_traces_YYYYMMDD from 9 days
+# ago to tomorrow.
+PARTITIONED_TRACES = """
+CREATE TABLE otel_traces (
+    "timestamp" timestamptz NOT NULL, trace_id text, span_id text, parent_span_id text,
+    name text, kind integer, start_time_unix_nano bigint, end_time_unix_nano bigint,
+    service_name text, service_version text, service_instance text, scope_name text,
+    scope_version text, status_code integer, status_message text, attributes text,
+    resource_attributes text, events text, links text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY ("timestamp", trace_id, span_id)
+) PARTITION BY RANGE ("timestamp");
+CREATE INDEX otel_traces_by_trace ON otel_traces (trace_id);
+DO $partitions$
+DECLARE
+    day date;
+BEGIN
+    FOR day IN SELECT CAST(d AS date)
+               FROM generate_series(current_date - 9, current_date + 1, interval '1 day') AS d LOOP
+        EXECUTE format('CREATE TABLE %I PARTITION OF otel_traces FOR VALUES FROM (%L) TO (%L)',
+                       'otel_traces_' || to_char(day, 'YYYYMMDD'), day, day + 1);
+    END LOOP;
+END
+$partitions$;
+"""
+
+
+def partition_of(conn: psycopg.Connection, moment: str) -> str:
+    """The partition that holds ``moment`` (a SQL expression)."""
+    return conn.execute(f"SELECT 'otel_traces_' || to_char({moment}, 'YYYYMMDD')").fetchone()[0]
+
+
+class Reader:
+    """A dashboard reading the summaries in a loop, each query under ``lock_timeout``.
+
+    Records every query's latency and every failure: a reader blocked for
+    longer than ``lock_timeout`` fails.
+    """
+
+    QUERY = f"SELECT * FROM {SUMMARIES} LIMIT 10"
+
+    def __init__(self, url: str, lock_timeout: str = "1s"):
+        self.url = url
+        self.lock_timeout = lock_timeout
+        self.stop = threading.Event()
+        self.latencies: list[float] = []
+        self.errors: list[str] = []
+        self.thread = threading.Thread(target=self._read)
+
+    def __enter__(self) -> Reader:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.latencies and not self.errors and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def _read(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f"SET lock_timeout = '{self.lock_timeout}'")
+            while not self.stop.is_set():
+                started = time.perf_counter()
+                try:  # prepared, as drivers and poolers do: it must survive a switch
+                    conn.execute(self.QUERY, prepare=True).fetchall()
+                except psycopg.Error as error:
+                    self.errors.append(str(error))
+                self.latencies.append(time.perf_counter() - started)
+                time.sleep(0.002)
+
+    def describe(self) -> str:
+        return (
+            f"{len(self.latencies):,} reads, {len(self.errors)} failed, "
+            f"slowest {max(self.latencies) * 1000:.1f} ms"
+        )

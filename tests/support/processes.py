@@ -60,7 +60,7 @@ def migration_backend(database: Database, condition: str = "true") -> tuple:
     """(pid, wait_event_type, wait_event, query) of the running migration, once ``condition``."""
     return wait_for(
         database,
-        f"{MIGRATION_BACKEND_SQL} AND ({condition})",
+        f"{MIGRATION_BACKEND_SQL} AND ({condition.replace('%', '%%')})",
         {"dbname": database.dbname, "application_name": migrating.APPLICATION_NAME},
         what=f"a migration backend where {condition}",
     )

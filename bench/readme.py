@@ -1,0 +1,324 @@
+"""bench/results/README.md: the method, the tables, the targets and the capacity of each mode.
+
+Rewritten by every run of ``python -m bench`` from every result file in the
+results directory, so it always describes what is there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench import report
+from bench.report import RATE, duration, spans_m
+
+SPANS_AT_RATE_IN_WINDOW = RATE * 7 * 86_400  # 604.8M spans: 1,000 spans/s for 7 days
+
+METHOD = """\
+## Method
+
+Everything runs in one process, `python -m bench`, on a throwaway PostgreSQL cluster
+started through `cnpg_trace_summaries.localdb.LocalCluster` (the same code as `make run`:
+PostgreSQL's default settings, pg_cron preloaded, durable: fsync and synchronous_commit
+on). Migrations run through the `alembic` command line and mode switches through the
+operator's command, `trace-summaries switch`. pg_cron's job is unscheduled after every
+migration and switch, so that only the benchmark refreshes.
+
+**Data.** Trace `t` of `N` starts at `now() - 6.9 days * t / N` (a steady stream over the
+window, newest first), has 1 to 19 spans (10 on average) in a binary call tree over twelve
+services, and about 3 % of the traces fail in their last span; 5 % of the traces are older
+than the window. Spans are inserted by the server in chunks ordered by timestamp, oldest
+first, so that they lie in the heap interleaved across traces as a collector writes them
+(`bench/generate.py`).
+
+**Stages (the chart's points).** N/4, N/2, then N traces are loaded. At each stage: `VACUUM
+ANALYZE otel_traces`, then `REFRESH MATERIALIZED VIEW CONCURRENTLY` in view mode (median of
+`--rounds` runs; the first stage migrates to head first). At N/4 and N/2 the same database
+is then switched to the incremental mode (`trace-summaries switch incremental`, timed), a
+band of boundary spans is added (below), `--stage-cycles` steady-state cycles run, each
+timed and verified, and the database is switched back (`trace-summaries switch view`,
+timed) before more traces are loaded. The incremental point is the median refresh of
+those cycles. At N the incremental point is the median of the steady-state cycles, which
+run after the view's part, on the same database.
+
+**The view's part, at N** (unchanged from the earlier, view-only benchmark): `alembic
+downgrade -1` and a timed `alembic upgrade head` over the data; the spec's two listing
+queries, 1,000 runs each on the view and as many as `--live-budget` seconds allow computed
+live (p50, p95); the refreshes (concurrent, plain, the defining query alone, a bare scan of
+the window, and the naive definition's concurrent refresh), alternated, the median of
+each; EXPLAIN (ANALYZE, BUFFERS) of the definition; 30 cycles of "new traces arrive, 50
+late spans arrive, as many of the oldest traces leave, concurrent refresh", with the view's
+size and dead rows after each (autovacuum_naptime is scaled down to 1 s for these
+compressed cycles, and stays so for the incremental part).
+
+**The incremental mode's part, at N, on the same database:**
+
+1. `trace-summaries switch incremental`: the time of the whole command, of building the
+   table beside the view, and of the swap, the one short transaction in which readers
+   wait. Then `trace-summaries verify`'s comparison (below).
+2. The two listing queries on the table, 1,000 runs each (again after the cycles).
+3. Full rebuild, `CALL otel_trace_summaries_refresh(full_rebuild => true)`: once over the
+   exact table (no row changes, none rewritten) and once after `TRUNCATE` of the summaries
+   table (every row written); with the number of trace_id ranges it committed one by one.
+4. Ingest overhead of the capture trigger (`bench/ingest.py`), with the insert trigger
+   enabled and disabled (`ALTER TABLE otel_traces ENABLE/DISABLE TRIGGER`, outside the
+   clock). Three ways of writing: `INSERT` statements of 1,000 rows, `COPY ... FROM STDIN`
+   of 1,000 rows, single-row `INSERT`s; each statement its own transaction; rows of new
+   traces of 10 spans, timestamped now (inside the window, so every statement is
+   captured). The rows and the statements' text are made before the clock starts, so the
+   timed part is the statements' round trips. In each of `--ingest-rounds` rounds (after
+   one warm-up round) and for each way, a block with the trigger enabled and a block with
+   it disabled (5 statements of 1,000 rows, or 50 single-row statements) run back to back,
+   in alternating order, so that both blocks of a pair see the same load on the machine.
+   **The overhead is the median of the pairs' ratios** of microseconds per span; the
+   medians of each arm, and their ratio, are given too. Every row written is then deleted
+   (trigger enabled), and a refresh and a comparison follow: rows written with the trigger
+   disabled must leave no trace.
+5. Steady-state cycles at 1,000 spans/s (`--incremental-cycles`), then one cycle at each
+   higher rate (`--rates`) where it replaces at most a quarter of the window.
+
+**A steady-state cycle** is two minutes of a store that takes `rate` spans per second,
+replayed back to back (`bench/incremental.py`):
+
+* `rate * 120` new spans, new traces of 10 spans each, in 1,000-row `INSERT` statements,
+  each its own transaction (120 statements at 1,000 spans/s);
+* 50 late spans (an error) of older traces picked at random among the summaries,
+  timestamped in their trace's time;
+* the spans that leave the window. The cycles run back to back, so two minutes do not
+  pass between them; leaving is simulated by **deleting as many of the oldest spans in
+  the window as came in** (a steady state: the window keeps its size). Their traces are
+  recomputed through the dirty keys the delete trigger writes: the same traces that spans
+  crossing the boundary would cost, found there by the refresh's range scan instead;
+* the real window boundary moves as well, by the wall time of the cycle: before the
+  cycles a band of spans at the data's own density is added just inside the boundary
+  (the next hour of it; the loaded data ends 6.9 days back), and the spans of it that
+  cross the boundary during a cycle are recomputed through the refresh's boundary scan;
+* `CALL otel_trace_summaries_refresh()`, timed from the client: **the figure**;
+* right after it, `cnpg_trace_summaries.summaries.verify()` (what `trace-summaries verify`
+  runs): in one REPEATABLE READ snapshot, the table against the definition
+  (`summary_sql.window_query`) at the stored window boundary, `EXCEPT ALL` both ways. A
+  cycle passes when both differences are 0 and no change is pending.
+
+The benchmark process, and with it the server it starts, ran under `nice -n 19` while
+other work (the project's test suite) ran on the same two cores; the load averages at the
+start and end of each run are in its JSON file. Alternated rounds and medians are there
+to keep such noise out of the comparisons, not out of the absolute figures.
+"""
+
+
+def summary_table(runs: list[dict]) -> list[str]:
+    lines = [
+        "| spans in window (traces) | view: concurrent refresh | incremental: one cycle "
+        f"of {RATE:,} spans/s | ratio | listing p50, view: time / service | listing p50, "
+        "incremental | trigger overhead: 1,000-row INSERT / COPY / single-row | switch to "
+        "incremental: swap (build) | full rebuild, from empty (ranges) | comparisons exact |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        last = run["stages"][-1]
+        view = run["listing"]
+        view_p50 = (
+            f"{view['time_range']['view']['p50_ms']:.2f} / "
+            f"{view['service']['view']['p50_ms']:.2f} ms"
+        )
+        inc = run.get("incremental")
+        if not inc:
+            lines.append(
+                f"| {spans_m(run['spans_in_window'])} ({run['traces_in_view']:,}) | "
+                f"{duration(last['concurrent_refresh_s'])} | not measured (view-only run of "
+                f"{run['started_at'][:10]}) | | {view_p50} | | | | | |"
+            )
+            continue
+        listing = inc["listing"]
+        ingest = inc["ingest"]["summary"]
+        rebuild = inc["full_rebuild"]["from_empty"]
+        checks = report.all_checks(run)
+        lines.append(
+            f"| {spans_m(run['spans_in_window'])} ({run['traces_in_view']:,}) | "
+            f"{duration(last['concurrent_refresh_s'])} | **{duration(inc['cycle_refresh_s'])}** | "
+            f"**{report.ratio_at_n(run):.0f}x** | {view_p50} | "
+            f"{listing['time_range']['p50_ms']:.2f} / {listing['service']['p50_ms']:.2f} ms | "
+            + " / ".join(f"{ingest[kind]['overhead_pct']:+.1f} %" for kind in ingest)
+            + f" | {inc['switch']['swap_ms']} ms "
+            f"({duration(inc['switch']['build_s'])}) | {duration(rebuild['seconds'])} "
+            f"({rebuild['outcome']['ranges']}) | {sum(c['exact'] for c in checks)}/{len(checks)} |"
+        )
+    return lines
+
+
+def stage_table(runs: list[dict]) -> list[str]:
+    lines = [
+        "| run | traces loaded | spans in window | view: concurrent refresh | incremental: "
+        "one cycle (median) | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        for stage in run["stages"]:
+            inc = stage.get("incremental_cycle_s")
+            lines.append(
+                f"| {run['traces']:,} traces | {stage['traces']:,} | "
+                f"{stage['spans_in_window']:,} | "
+                f"{duration(stage['concurrent_refresh_s'])} | "
+                + (f"{duration(inc)} | {stage['concurrent_refresh_s'] / inc:.0f}x |" if inc
+                   else "not measured | |")
+            )  # fmt: skip
+    return lines
+
+
+def targets_table(runs: list[dict]) -> list[str]:
+    lines = ["| target | measured | result |", "|---|---|---|"]
+    for target in report.targets(runs):
+        result = {True: "**pass**", False: "**FAIL**", None: "reported"}[target["passed"]]
+        lines.append(f"| {target['target']} | {target['measured']} | {result} |")
+    return lines
+
+
+def capacity(runs: list[dict], schedule_seconds: float) -> list[str]:
+    largest = runs[-1]
+    cap = report.capacity(largest, schedule_seconds)
+    server = largest["server"]
+    lines = [
+        "## Capacity of each mode, honestly",
+        "",
+        f"On this machine ({server['cpu_cores']} cores, PostgreSQL "
+        f"{server['server_version'].split()[0]}, shared_buffers {server['shared_buffers']}, "
+        f"work_mem {server['work_mem']}):",
+        "",
+        f"**The view** refreshes the whole window every time: about "
+        f"{cap['seconds_per_million_spans']:.1f} s per million spans in the window, linear over "
+        f"the stages of the largest run (up to {spans_m(largest['spans_in_window'])} spans). "
+        f"So about **{cap['spans_within_schedule'] / 1e6:.0f}M spans** refresh within the "
+        f"two-minute schedule ({cap['spans_within_half_schedule'] / 1e6:.0f}M with half of it "
+        "to spare); past the measured range that is an extrapolation. A store that takes "
+        f"{RATE:,} spans/s holds {SPANS_AT_RATE_IN_WINDOW / 1e6:.0f}M spans in seven days, "
+        f"about {SPANS_AT_RATE_IN_WINDOW / cap['spans_within_schedule']:.0f} times past it. A "
+        "refresh that outgrows the schedule runs back to back and the view goes stale "
+        "(`trace-summaries status` says so).",
+        "",
+    ]
+    measured = [r for r in runs if "incremental" in r]
+    if not measured:
+        return lines
+    flat = ", ".join(
+        f"{duration(r['incremental']['cycle_refresh_s'])} at "
+        f"{spans_m(r['incremental']['spans_in_window'])}"
+        for r in measured
+    )
+    inc = measured[-1]["incremental"]
+    rebuild = inc["full_rebuild"]["from_empty"]["seconds"]
+    per_million = rebuild / inc["spans_in_window"] * 1e6
+    lines += [
+        f"**The incremental mode** costs what changed, not the window: a cycle of {RATE:,} "
+        f"spans/s refreshes in {flat} spans in the window (medians).",
+    ]
+    fit = report.rate_fit(measured[-1])
+    if fit:
+        rates = ", ".join(
+            f"{duration(c['refresh_s'])} at {c['rate']:,} spans/s"
+            + ("" if "keys" in c["refresh"] else " (a full rebuild: over the backlog threshold)")
+            for c in inc["rate_cycles"]
+        )
+        lines += [
+            f"It grows with the ingest rate instead: {rates} "
+            f"(at {spans_m(inc['spans_in_window'])} spans); a straight line through them gives "
+            f"about {fit['seconds_per_1000_spans_per_s']:.2f} s per 1,000 spans/s, so the "
+            f"refresh of two minutes of ingest would fill the two minutes at roughly "
+            f"{fit['rate_within_schedule'] / 1e3:,.0f}k spans/s: an extrapolation far past "
+            f"the {fit['max_rate']:,} spans/s measured. What bounded this machine first was "
+            f"ingest itself: one client wrote the cycles' 1,000-row statements at "
+            f"{fit['ingested_spans_per_s_median']:,.0f} spans/s (median; at most "
+            f"{fit['ingested_spans_per_s_max']:,.0f}), triggers on, with the refresh and "
+            "the comparison idle in between.",
+        ]
+    lines += [
+        "",
+        "Two limits remain. A refresh whose backlog "
+        "(dirty keys plus the traces the window moved past) is above a third of the "
+        "summaries (at least 100,000) falls back to a full rebuild, and a full rebuild "
+        "(first install, switch, after `TRUNCATE`, after an outage) costs what the view's "
+        f"refresh costs: {duration(rebuild)} here from empty, about {per_million:.1f} s per "
+        f"million spans, so about {per_million * SPANS_AT_RATE_IN_WINDOW / 1e6 / 60:.0f} "
+        f"minutes at {SPANS_AT_RATE_IN_WINDOW / 1e6:.0f}M spans by extrapolation. It commits "
+        "range by range, so readers never wait for it, but summaries are stale until it ends.",
+        "",
+    ]
+    return lines
+
+
+def per_run_detail(runs: list[dict]) -> list[str]:
+    lines = ["## Per-cycle detail", ""]
+    for run in runs:
+        name = report.label(run)
+        lines += [
+            f"### {run['traces']:,} traces, {spans_m(run['spans_in_window'])} spans "
+            f"({run['started_at']})",
+            "",
+            f"All figures of this run, the view's cycles and EXPLAIN: [{name}.md]({name}.md).",
+            "",
+        ]
+        inc = run.get("incremental")
+        if not inc:
+            lines += ["A view-only run (before the incremental mode).", ""]
+            continue
+        for stage in run["stages"]:
+            if "incremental" in stage:
+                lines += [
+                    f"Stage of {stage['traces']:,} traces ({stage['spans_in_window']:,} spans):",
+                    "",
+                    *report.cycle_table(stage["incremental"]["cycles"]),
+                    "",
+                ]
+        lines += [
+            f"Steady state at N ({inc['spans_in_window']:,} spans):",
+            "",
+            *report.cycle_table(inc["cycles"]),
+            "",
+        ]
+        if inc["rate_cycles"]:
+            lines += ["Higher ingest rates:", "", *report.cycle_table(inc["rate_cycles"]), ""]
+    return lines
+
+
+def render(runs: list[dict], schedule_seconds: float) -> str:
+    commands = []
+    for run in runs:
+        options = run.get("options")
+        if options:
+            flags = [f"--traces {options['traces']}"]
+            if options.get("live_budget") not in (None, "900.0"):
+                flags.append(f"--live-budget {float(options['live_budget']):g}")
+            if options.get("skip_live_listing") == "True":
+                flags.append("--skip-live-listing")
+            commands.append(f'`make bench BENCH_ARGS="{" ".join(flags)}"`')
+    lines = [
+        "# Benchmark: the view and the incremental mode",
+        "",
+        "Written by `python -m bench` (`make bench`) from every result file in this "
+        "directory; each run rewrites it. The runs here: "
+        + (", ".join(commands) or "see the result files")
+        + ".",
+        "",
+        "![refresh time against spans in the window, both modes](refresh.png)",
+        "",
+        "## Summary",
+        "",
+        *summary_table(runs),
+        "",
+        "## Targets (issue 9)",
+        "",
+        *targets_table(runs),
+        "",
+        "## Every stage",
+        "",
+        *stage_table(runs),
+        "",
+        *capacity(runs, schedule_seconds),
+        METHOD,
+        *per_run_detail(runs),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write(out: Path, schedule_seconds: float = 120) -> Path:
+    path = out / "README.md"
+    path.write_text(render(report.load_runs(out), schedule_seconds))
+    return path

@@ -1,0 +1,245 @@
+"""`trace-summaries switch`: view to incremental and back, on a live database.
+
+The new relation is built beside the old one and swapped in with one short
+transaction: no insert fails, no span is missed, readers never wait more than
+a second, grants survive, the pg_cron job follows the mode, and a switch
+that was interrupted is repaired by switching again.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import psycopg
+import pytest
+
+from cnpg_trace_summaries import incremental_mode, modes, view_mode
+from cnpg_trace_summaries.contract import REFRESH_FUNCTION, SUMMARIES
+from cnpg_trace_summaries.summary_sql import COLUMN_LIST, window_query
+from tests.support import ROOT
+from tests.support.commands import environment, last_line, run_cli
+from tests.support.data import LISTING_DATA_SQL, Ingest
+from tests.support.database import Database
+from tests.support.incremental import Reader, compare, refresh, traces_sql
+from tests.support.roles import ROLE_PASSWORD, login_role
+
+SWAPPED = re.compile(r"swapped in (\d+) ms")
+
+
+def installed(database: Database) -> str | None:
+    with database.connect() as conn:
+        return modes.installed(conn)
+
+
+def switch(database: Database, mode: str) -> subprocess.CompletedProcess:
+    return run_cli("switch", mode, DATABASE_URL=database.url)
+
+
+def view_is_its_definition(conn: psycopg.Connection) -> tuple[int, int]:
+    """Refresh the view, and compare it with its definition at the same snapshot."""
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        conn.execute(f"REFRESH MATERIALIZED VIEW CONCURRENTLY {SUMMARIES}")
+        return conn.execute(
+            f"""
+            WITH definition AS ({window_query()}),
+                 actual AS (SELECT {COLUMN_LIST} FROM {SUMMARIES})
+            SELECT (SELECT count(*) FROM (SELECT * FROM definition
+                                          EXCEPT ALL SELECT * FROM actual) AS d),
+                   (SELECT count(*) FROM (SELECT * FROM actual
+                                          EXCEPT ALL SELECT * FROM definition) AS u)
+            """
+        ).fetchone()
+
+
+def summarized(conn: psycopg.Connection, trace_ids: list[str]) -> set[str]:
+    rows = conn.execute(
+        f"SELECT trace_id FROM {SUMMARIES} WHERE trace_id = ANY(%s)", (trace_ids,)
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+@pytest.fixture
+def view_db(db: Database) -> Database:
+    """The default install (the materialized view) over a few thousand traces."""
+    db.migrate("upgrade", "head")
+    db.execute(traces_sql("t", 2_000))
+    db.execute(traces_sql("old", 100, age="8 days"))
+    db.execute(f"REFRESH MATERIALIZED VIEW {SUMMARIES}")
+    return db
+
+
+def test_switching_both_ways_under_ingest_misses_no_span_and_never_blocks_readers(view_db, report):
+    with login_role(view_db.server, "reader", databases=(view_db.dbname,)) as role:
+        view_db.execute(f"GRANT SELECT ON {SUMMARIES} TO {role}")
+        reader_db = view_db.as_role(role, ROLE_PASSWORD)
+        with (
+            view_db.connect(autocommit=True) as conn,
+            Ingest(view_db.url) as ingest,
+            Reader(reader_db.url) as reader,
+        ):
+            to_incremental = switch(view_db, "incremental")
+            assert to_incremental.returncode == 0, to_incremental.stderr
+            assert installed(view_db) == "incremental"
+            written = list(ingest.trace_ids)
+            refresh(conn)
+            assert summarized(conn, written) == set(written)
+            verified = run_cli("verify", DATABASE_URL=view_db.url)  # ingest goes on
+            assert verified.returncode == 0, verified.stdout + verified.stderr
+
+            to_view = switch(view_db, "view")
+            assert to_view.returncode == 0, to_view.stderr
+            assert installed(view_db) == "view"
+            written = list(ingest.trace_ids)
+            assert view_is_its_definition(conn) == (0, 0)
+            assert summarized(conn, written) == set(written)
+            assert conn.execute(
+                "SELECT has_table_privilege(%s, %s, 'SELECT')", (role, SUMMARIES)
+            ).fetchone() == (True,)
+        assert ingest.errors == []
+        assert reader.errors == []
+        swaps = [SWAPPED.search(r.stdout).group(1) for r in (to_incremental, to_view)]
+        report(
+            f"swap to incremental {swaps[0]} ms, back to view {swaps[1]} ms; "
+            f"{ingest.describe('both switches')}; readers: {reader.describe()}"
+        )
+
+
+COLUMNS = f"""
+SELECT attname, format_type(atttypid, atttypmod), attcollation
+FROM pg_attribute WHERE attrelid = CAST('{SUMMARIES}' AS regclass) AND attnum > 0 ORDER BY attnum
+"""
+
+
+def test_both_modes_have_the_same_columns_down_to_their_collations(db):
+    db.migrate("upgrade", "head")
+    view_columns = db.rows(COLUMNS)
+    db.migrate("downgrade", "-1")
+    db.migrate("upgrade", "head", x={"summaries": "incremental"})
+    assert db.rows(COLUMNS) == view_columns
+
+
+def test_the_refresh_job_follows_the_mode(cron_db: Database):
+    cron_db.migrate("upgrade", "head")
+    name = cron_db.job_name
+
+    def command() -> str:
+        return cron_db.scalar("SELECT command FROM cron.job WHERE jobname = %s", (name,))
+
+    assert command() == f"REFRESH MATERIALIZED VIEW CONCURRENTLY {cron_db.schema}.{SUMMARIES}"
+    assert switch(cron_db, "incremental").returncode == 0
+    assert command() == f"CALL {cron_db.schema}.{REFRESH_FUNCTION}()"
+    assert switch(cron_db, "view").returncode == 0
+    assert command() == f"REFRESH MATERIALIZED VIEW CONCURRENTLY {cron_db.schema}.{SUMMARIES}"
+    assert cron_db.scalar("SELECT count(*) FROM cron.job WHERE jobname = %s", (name,)) == 1
+
+
+def test_switching_to_the_mode_already_installed_exits_1_with_one_clear_line(db):
+    db.migrate("upgrade", "head")
+    result = switch(db, "view")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "trace-summaries: otel_trace_summaries is already in view mode"
+    )
+    assert switch(db, "incremental").returncode == 0
+    result = switch(db, "incremental")
+    assert (result.returncode, last_line(result)) == (
+        1,
+        "trace-summaries: otel_trace_summaries is already in incremental mode",
+    )
+
+
+# -- interrupted switches ----------------------------------------------------------------------
+def run_statements(database: Database, statements: list[str]) -> None:
+    with database.connect() as conn:
+        for statement in statements:
+            conn.execute(statement)
+        conn.commit()
+
+
+# (a relation built beside, the incremental state table, triggers on otel_traces)
+LEFTOVERS = f"""
+SELECT to_regclass('{modes.NEXT}') IS NOT NULL,
+       to_regclass('{incremental_mode.STATE_TABLE}') IS NOT NULL,
+       (SELECT count(*) FROM pg_trigger
+        WHERE tgrelid = to_regclass('otel_traces') AND NOT tgisinternal)
+"""
+
+
+def test_a_switch_to_incremental_interrupted_before_the_swap_is_repaired_by_switching_again(
+    view_db,
+):
+    # What the first steps of `switch incremental` leave: the machinery, part of the table.
+    first_steps = [
+        *incremental_mode.create_machinery(),
+        *incremental_mode.create_summaries(modes.NEXT, "_next"),
+        f"INSERT INTO {modes.NEXT} (trace_id) VALUES ('half-built')",
+    ]
+    run_statements(view_db, first_steps)
+    view_db.execute(traces_sql("after", 5))  # captured by the new triggers, read by nobody
+
+    result = switch(view_db, "incremental")
+    assert result.returncode == 0, result.stderr
+    with view_db.connect(autocommit=True) as conn:
+        assert conn.execute(LEFTOVERS).fetchone() == (False, True, 4)
+        outcome = compare(conn, with_rows=False)
+        assert outcome.exact, outcome.describe()
+
+
+def test_leftovers_of_a_switch_are_removed_by_switching_to_the_installed_mode(view_db):
+    run_statements(
+        view_db,
+        [*incremental_mode.create_machinery(),
+         *incremental_mode.create_summaries(modes.NEXT, "_next")],
+    )  # fmt: skip
+    result = switch(view_db, "view")
+    assert result.returncode == 1
+    assert last_line(result) == (
+        "trace-summaries: otel_trace_summaries is already in view mode; removed what an "
+        f"interrupted switch left: {modes.NEXT}, the incremental mode's triggers on otel_traces, "
+        "functions and tables"
+    )
+    with view_db.connect(autocommit=True) as conn:
+        assert conn.execute(LEFTOVERS).fetchone() == (False, False, 0)
+        assert view_is_its_definition(conn) == (0, 0)
+
+
+def test_a_switch_to_view_interrupted_before_the_swap_is_repaired_by_switching_again(view_db):
+    assert switch(view_db, "incremental").returncode == 0
+    run_statements(view_db, view_mode.install(modes.NEXT, "_next"))  # built, never swapped
+    result = switch(view_db, "view")
+    assert result.returncode == 0, result.stderr
+    with view_db.connect(autocommit=True) as conn:
+        assert conn.execute(LEFTOVERS).fetchone() == (False, False, 0)
+        assert view_is_its_definition(conn) == (0, 0)
+
+
+def test_a_killed_switch_is_repaired_by_switching_again(db):
+    db.migrate("upgrade", "head")
+    db.execute(LISTING_DATA_SQL)
+    command = [sys.executable, "-m", "cnpg_trace_summaries.cli", "-v", "switch", "incremental"]
+    with subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=environment(DATABASE_URL=db.url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as cli:
+        for line in cli.stderr:
+            if "capture triggers on otel_traces in place" in line:
+                cli.kill()  # while it builds the new table
+                break
+        cli.wait()
+    assert installed(db) == "view"
+    with db.connect(autocommit=True) as conn:
+        assert conn.execute(LEFTOVERS).fetchone()[1:] == (True, 4)  # triggers, no swap
+
+    result = switch(db, "incremental")
+    assert result.returncode == 0, result.stderr
+    with db.connect(autocommit=True) as conn:
+        assert conn.execute(LEFTOVERS).fetchone() == (False, True, 4)
+        outcome = compare(conn, with_rows=False)
+        assert outcome.exact, outcome.describe()
