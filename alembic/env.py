@@ -21,6 +21,7 @@ Close to Alembic's generic template, with these additions:
 from __future__ import annotations
 
 import logging
+import os
 from logging.config import fileConfig
 
 from alembic import context
@@ -42,6 +43,7 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 log = logging.getLogger("alembic.env")
+NOTICES = logging.getLogger("cnpg_trace_summaries.notices")
 
 # No ORM models: every object is created by hand-written SQL in the revisions.
 target_metadata = None
@@ -104,6 +106,12 @@ def run_on_connection(connection: Connection) -> None:
             configure(connection=connection)
             with install_notice_logger(connection), context.begin_transaction():
                 context.run_migrations()
+            explicit = "summaries" in context.get_x_argument(as_dictionary=True) or bool(
+                os.environ.get(options.OPTIONS["summaries"].env)
+            )
+            mismatch = migrating.mode_mismatch(connection, option("summaries"), explicit)
+            if mismatch:
+                NOTICES.warning("%s", mismatch)
     except (migrating.MigrationLockBusyError, MigrationError) as error:
         raise SystemExit(f"alembic: {error}") from None
 

@@ -147,7 +147,9 @@ def incremental_stage(
     incremental.unschedule(conn)
     log(f"  {to_incremental['output'].splitlines()[-1]}")
     band = session.add_boundary_band()
+    twin_s = session.create_twin()
     done = session.cycles(cycles, label="  stage cycle")
+    session.drop_twin()
     log("trace-summaries switch view")
     to_view = incremental.switch(url, "view")
     incremental.unschedule(conn)
@@ -157,6 +159,8 @@ def incremental_stage(
         "boundary_band": band,
         "cycles": done,
         "cycle_refresh_s": incremental.median_refresh(done),
+        "paired": incremental.paired(done),
+        "twin_build_s": twin_s,
         "switch_to_view": to_view,
     }
 
@@ -192,9 +196,12 @@ def incremental_part(
     check = incremental.verify(conn)
     part["after_ingest"] = {"refresh_s": took, "refresh": outcome, "verify": check}
     part["boundary_band"] = session.add_boundary_band()
+    part["twin_build_s"] = session.create_twin()
     log(f"{args.incremental_cycles} steady-state cycles at 1,000 spans/s")
     part["cycles"] = session.cycles(args.incremental_cycles, label="steady cycle")
     part["cycle_refresh_s"] = incremental.median_refresh(part["cycles"])
+    part["paired"] = incremental.paired(part["cycles"])
+    session.drop_twin()
     part["listing_after_cycles"] = listing(conn, args.listing_runs)
     log("one more cycle, with EXPLAIN ANALYZE of the refresh (not counted)")
     part["explained_cycle"] = session.explained_cycle()
@@ -259,6 +266,7 @@ def run(args: argparse.Namespace) -> dict:
                 if stage != stages[-1]:  # at N: the incremental part, after the view's
                     point["incremental"] = incremental_stage(url, conn, session, args.stage_cycles)
                     point["incremental_cycle_s"] = point["incremental"]["cycle_refresh_s"]
+                    point["incremental_paired"] = point["incremental"]["paired"]
                 results["stages"].append(point)
             results["spans_in_window"] = results["stages"][-1]["spans_in_window"]
             results["spans_total"] = conn.execute("SELECT count(*) FROM otel_traces").fetchone()[0]
@@ -361,6 +369,7 @@ def run(args: argparse.Namespace) -> dict:
             last = results["stages"][-1]
             last["incremental_cycle_s"] = results["incremental"]["cycle_refresh_s"]
             last["incremental_spans_in_window"] = results["incremental"]["spans_in_window"]
+            last["incremental_paired"] = results["incremental"]["paired"]
     finally:
         if args.keep:
             log(f"cluster kept running: {url}")
@@ -370,6 +379,9 @@ def run(args: argparse.Namespace) -> dict:
             shutil.rmtree(state, ignore_errors=True)
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     results["load_average_at_end"] = os.getloadavg()
+    results["code_at_end"] = code_facts()
+    if results["code_at_end"] != results["code"]:
+        log(f"WARNING: the code changed during the run: {results['code_at_end']}")
     return results
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import psycopg
 
 from bench import generate
-from cnpg_trace_summaries import summaries
+from cnpg_trace_summaries import summaries, view_mode
 from cnpg_trace_summaries.contract import (
     DIRTY_TABLE,
     REFRESH_FUNCTION,
@@ -125,6 +125,13 @@ WHERE "timestamp" > %(floor)s
   AND "timestamp" <= (SELECT "timestamp" FROM otel_traces WHERE "timestamp" > %(floor)s
                       ORDER BY "timestamp" OFFSET %(n)s - 1 LIMIT 1)
 """
+
+# The view's twin: the view's definition, storage and indexes under another name,
+# built beside the incremental table, so that each cycle's data is also
+# refreshed the view's way (REFRESH MATERIALIZED VIEW CONCURRENTLY) right after
+# the incremental refresh and its comparison: the two refreshes of a cycle see
+# the same data and the same load on the machine. Dropped before switching back.
+TWIN = "bench_view_twin"
 
 SWITCHED = re.compile(r"built beside the old one in ([\d.]+)s, swapped in (\d+) ms")
 
@@ -222,6 +229,23 @@ class Session:
         self.log = log
         self.serial = 0  # a unique tag per batch of generated traces
         self.band_end: datetime | None = None
+        self.twin = False
+
+    def create_twin(self) -> float:
+        """The view, under another name, beside the incremental table: see :data:`TWIN`."""
+        started = time.perf_counter()
+        for statement in (
+            view_mode.create_view(TWIN),
+            *view_mode.create_indexes(TWIN, "_twin"),
+            f"ANALYZE {TWIN}",
+        ):
+            self.conn.execute(statement)
+        self.twin = True
+        return time.perf_counter() - started
+
+    def drop_twin(self) -> None:
+        self.conn.execute(f"DROP MATERIALIZED VIEW IF EXISTS {TWIN}")
+        self.twin = False
 
     def tag(self, kind: str) -> str:
         self.serial += 1
@@ -321,6 +345,10 @@ class Session:
             record["verify"] = verify(conn)
             if not record["verify"]["exact"]:
                 self.log(f"NOT EXACT after a cycle: {record['verify']}")
+        if self.twin:
+            started = time.perf_counter()
+            conn.execute(f"REFRESH MATERIALIZED VIEW CONCURRENTLY {TWIN}")
+            record["twin_view_refresh_s"] = time.perf_counter() - started
         return record
 
     def explained_cycle(self) -> dict:
@@ -362,6 +390,7 @@ class Session:
             record = {"cycle": number, **self.cycle(rate)}
             done.append(record)
             check = record["verify"]
+            twin = record.get("twin_view_refresh_s")
             self.log(
                 f"{label} {number}/{count} at {rate:,} spans/s: refresh {record['refresh_s']:.3f}s "
                 f"({record['refresh']['kind']}, {record['refresh'].get('keys', '-')} traces), "
@@ -369,13 +398,28 @@ class Session:
                 f"delete {record['delete_s']:.1f}s, {record['crossed_spans']} spans crossed; "
                 f"verify {'EXACT' if check['exact'] else 'DIFFERS'} "
                 f"({check['rows']:,} rows, {check['pending_keys']} pending, "
-                f"{check['seconds']:.1f}s)"
+                f"{check['seconds']:.1f}s)" + (f"; the view's twin: {twin:.2f}s" if twin else "")
             )
         return done
 
 
 def median_refresh(cycles: list[dict]) -> float:
     return statistics.median(c["refresh_s"] for c in cycles)
+
+
+def paired(cycles: list[dict]) -> dict | None:
+    """The view's twin against the incremental refresh, cycle by cycle: medians and ratio."""
+    pairs = [
+        (c["twin_view_refresh_s"], c["refresh_s"]) for c in cycles if "twin_view_refresh_s" in c
+    ]
+    if not pairs:
+        return None
+    return {
+        "cycles": len(pairs),
+        "view_refresh_s": statistics.median(view for view, _ in pairs),
+        "incremental_refresh_s": statistics.median(inc for _, inc in pairs),
+        "ratio": statistics.median(view / inc for view, inc in pairs),
+    }
 
 
 def full_rebuilds(conn: psycopg.Connection, log: Callable[[str], None]) -> dict:

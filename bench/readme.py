@@ -59,6 +59,7 @@ compressed cycles, and stays so for the incremental part).
 3. Full rebuild, `CALL otel_trace_summaries_refresh(full_rebuild => true)`: once over the
    exact table (no row changes, none rewritten) and once after `TRUNCATE` of the summaries
    table (every row written); with the number of trace_id ranges it committed one by one.
+   Both with the code named in the result file (commit and incremental_mode.py's hash).
 4. Ingest overhead of the capture trigger (`bench/ingest.py`), with the insert trigger
    enabled and disabled (`ALTER TABLE otel_traces ENABLE/DISABLE TRIGGER`, outside the
    clock). Three ways of writing: `INSERT` statements of 1,000 rows, `COPY ... FROM STDIN`
@@ -96,7 +97,14 @@ replayed back to back (`bench/incremental.py`):
 * right after it, `cnpg_trace_summaries.summaries.verify()` (what `trace-summaries verify`
   runs): in one REPEATABLE READ snapshot, the table against the definition
   (`summary_sql.window_query`) at the stored window boundary, `EXCEPT ALL` both ways. A
-  cycle passes when both differences are 0 and no change is pending.
+  cycle passes when both differences are 0 and no change is pending;
+* then `REFRESH MATERIALIZED VIEW CONCURRENTLY` of **the view's twin**: the view's
+  definition, storage and indexes under another name (`bench_view_twin`), built beside the
+  table when the cycles start and dropped when they end. The two refreshes of a cycle see
+  the same data and nearly the same moment's load on the machine, so their ratio, cycle by
+  cycle, is the comparison least disturbed by other work on the machine. The 20x target is
+  judged on both comparisons: against the view's refresh at the stage, and against the
+  twin in the same cycles.
 
 The benchmark process, and with it the server it starts, ran under `nice -n 19` while
 other work (the project's test suite) ran on the same two cores; the load averages at the
@@ -108,10 +116,11 @@ to keep such noise out of the comparisons, not out of the absolute figures.
 def summary_table(runs: list[dict]) -> list[str]:
     lines = [
         "| spans in window (traces) | view: concurrent refresh | incremental: one cycle "
-        f"of {RATE:,} spans/s | ratio | listing p50, view: time / service | listing p50, "
-        "incremental | trigger overhead: 1,000-row INSERT / COPY / single-row | switch to "
-        "incremental: swap (build) | full rebuild, from empty (ranges) | comparisons exact |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"of {RATE:,} spans/s | ratio | same cycles: the view's twin / incremental (median "
+        "ratio) | listing p50, view: time / service | listing p50, incremental | trigger "
+        "overhead: 1,000-row INSERT / COPY / single-row | switch to incremental: swap (build) "
+        "| full rebuild, from empty (ranges) | comparisons exact |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         last = run["stages"][-1]
@@ -125,17 +134,24 @@ def summary_table(runs: list[dict]) -> list[str]:
             lines.append(
                 f"| {spans_m(run['spans_in_window'])} ({run['traces_in_view']:,}) | "
                 f"{duration(last['concurrent_refresh_s'])} | not measured (view-only run of "
-                f"{run['started_at'][:10]}) | | {view_p50} | | | | | |"
+                f"{run['started_at'][:10]}) | | | {view_p50} | | | | | |"
             )
             continue
         listing = inc["listing"]
         ingest = inc["ingest"]["summary"]
         rebuild = inc["full_rebuild"]["from_empty"]
         checks = report.all_checks(run)
+        paired = report.paired_at_n(run)
+        twin = (
+            f"{duration(paired['view_refresh_s'])} / {duration(paired['incremental_refresh_s'])} "
+            f"(**{paired['ratio']:.0f}x**)"
+            if paired
+            else "not measured"
+        )
         lines.append(
             f"| {spans_m(run['spans_in_window'])} ({run['traces_in_view']:,}) | "
             f"{duration(last['concurrent_refresh_s'])} | **{duration(inc['cycle_refresh_s'])}** | "
-            f"**{report.ratio_at_n(run):.0f}x** | {view_p50} | "
+            f"**{report.ratio_at_n(run):.0f}x** | {twin} | {view_p50} | "
             f"{listing['time_range']['p50_ms']:.2f} / {listing['service']['p50_ms']:.2f} ms | "
             + " / ".join(f"{ingest[kind]['overhead_pct']:+.1f} %" for kind in ingest)
             + f" | {inc['switch']['swap_ms']} ms "
@@ -148,8 +164,9 @@ def summary_table(runs: list[dict]) -> list[str]:
 def stage_table(runs: list[dict]) -> list[str]:
     lines = [
         "| run | traces loaded | spans in window | view: concurrent refresh | incremental: "
-        "one cycle (median) | ratio |",
-        "|---|---|---|---|---|---|",
+        "one cycle (median) | ratio | same cycles: the view's twin / incremental (medians) | "
+        "median of the cycles' ratios |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         for stage in run["stages"]:
@@ -158,8 +175,9 @@ def stage_table(runs: list[dict]) -> list[str]:
                 f"| {run['traces']:,} traces | {stage['traces']:,} | "
                 f"{stage['spans_in_window']:,} | "
                 f"{duration(stage['concurrent_refresh_s'])} | "
-                + (f"{duration(inc)} | {stage['concurrent_refresh_s'] / inc:.0f}x |" if inc
-                   else "not measured | |")
+                + (f"{duration(inc)} | {stage['concurrent_refresh_s'] / inc:.0f}x | " if inc
+                   else "not measured | | ")
+                + report.paired_cells(stage.get("incremental_paired"))
             )  # fmt: skip
     return lines
 

@@ -47,37 +47,41 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Schedule for pytest-xdist (``--dist loadgroup``): one group per module and server.
-
-    A module's tests on one server share its module-scoped data, so they run
-    on one worker; the same module on another server can run on another. The
-    tests that wait for a real pg_cron tick go first, so the wait overlaps the rest.
-    """
-    for item in items:
-        params = getattr(item, "callspec", None)
-        server = params and (params.params.get("server") or params.params.get("cron_server"))
-        group = item.module.__name__ + (f"[{server}]" if server else "")
-        item.add_marker(pytest.mark.xdist_group(group))
+    """The tests that wait for a real pg_cron tick go first, so the wait overlaps the rest."""
     items.sort(key=lambda item: item.get_closest_marker("pg_cron_tick") is None)
 
 
-@pytest.fixture(scope="session")
-def session_report(request):
-    """Write a line to the run's output (shown even when output is captured)."""
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup``: one unit of work per module and server (tests.support.scheduling)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from tests.support.scheduling import ModuleAndServerScheduling
 
-    def write(line: str) -> None:
-        with capture.global_and_fixture_disabled():
-            reporter.write_line(f"\n{line}")
+    return ModuleAndServerScheduling(config, log)
 
-    return write
+
+# Figures the tests measured, gathered from every worker's reports, shown at the end.
+MEASURED: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call":
+        MEASURED.extend(value for name, value in report.user_properties if name == "measured")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if MEASURED:
+        terminalreporter.section("measured")
+        for line in sorted(MEASURED):
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture
-def report(request, session_report):
-    """Write a measured figure, named after the test, to the run's output."""
-    return lambda line: session_report(f"[{request.node.name}] {line}")
+def report(request):
+    """Record a measured figure, named after the test; the run prints them all at its end."""
+    return lambda line: request.node.user_properties.append(
+        ("measured", f"{request.node.name}: {line}")
+    )
 
 
 # -- servers ----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 
 import pytest
@@ -42,12 +42,27 @@ PAUSE = 0.001  # between inserts: a busy collector, leaving the migration a core
 
 
 @pytest.fixture(scope="module")
-def collector_store(server) -> Iterator[tuple[Database, dict[str, str]]]:
-    """The collector's store, and the definitions of its own indexes."""
-    with app_database(server) as database:
+def collector_stores() -> Iterator[tuple[dict, ExitStack]]:
+    """The module's stores, one per server, made on first use and kept to the module's end.
+
+    Not a module-scoped fixture over ``server``: pytest would drop and load
+    one again whenever the tests of two servers interleave on a worker.
+    """
+    with ExitStack() as stack:
+        yield {}, stack
+
+
+@pytest.fixture
+def collector_store(server, collector_stores) -> tuple[Database, dict[str, str]]:
+    """The collector's store on ``server``, and the definitions of its own indexes."""
+    stores, stack = collector_stores
+    key = server.url()
+    if key not in stores:
+        database = stack.enter_context(app_database(server))
         create_collector_store(database, TRACES)
         assert database.scalar("SELECT count(*) FROM otel_traces") >= 1_000_000
-        yield database, definitions(database)
+        stores[key] = database, definitions(database)
+    return stores[key]
 
 
 @pytest.fixture

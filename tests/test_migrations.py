@@ -230,3 +230,12 @@ def test_revisions_import_only_the_contract_and_the_shared_sql(revision):
             if module == "cnpg_trace_summaries":
                 imported |= {name.strip() for name in names.split(",")}
     assert imported <= REVISION_IMPORTS
+
+
+def test_asking_an_installed_database_for_the_other_mode_warns_and_names_the_switch(db: Database):
+    db.migrate("upgrade", "head")
+    result = db.alembic("-x", "summaries=incremental", "upgrade", "head")
+    warning = next(line for line in result.stderr.splitlines() if "installed in view mode" in line)
+    assert warning.startswith("WARNING")
+    assert "trace-summaries switch incremental" in warning
+    assert "installed in" not in db.alembic("-x", "summaries=view", "upgrade", "head").stderr

@@ -11,16 +11,17 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import threading
 
 import psycopg
 import pytest
 
-from cnpg_trace_summaries import incremental_mode, modes, view_mode
+from cnpg_trace_summaries import incremental_mode, modes, summaries, view_mode
 from cnpg_trace_summaries.contract import REFRESH_FUNCTION, SUMMARIES
 from cnpg_trace_summaries.summary_sql import COLUMN_LIST, window_query
 from tests.support import ROOT
 from tests.support.commands import environment, last_line, run_cli
-from tests.support.data import LISTING_DATA_SQL, Ingest
+from tests.support.data import Ingest
 from tests.support.database import Database
 from tests.support.incremental import Reader, compare, refresh, traces_sql
 from tests.support.roles import ROLE_PASSWORD, login_role
@@ -86,8 +87,8 @@ def test_switching_both_ways_under_ingest_misses_no_span_and_never_blocks_reader
             written = list(ingest.trace_ids)
             refresh(conn)
             assert summarized(conn, written) == set(written)
-            verified = run_cli("verify", DATABASE_URL=view_db.url)  # ingest goes on
-            assert verified.returncode == 0, verified.stdout + verified.stderr
+            verified = summaries.verify(conn)  # while the ingest goes on
+            assert verified.exact, verified
 
             to_view = switch(view_db, "view")
             assert to_view.returncode == 0, to_view.stderr
@@ -105,6 +106,21 @@ def test_switching_both_ways_under_ingest_misses_no_span_and_never_blocks_reader
             f"swap to incremental {swaps[0]} ms, back to view {swaps[1]} ms; "
             f"{ingest.describe('both switches')}; readers: {reader.describe()}"
         )
+
+
+def test_a_reader_holding_the_summaries_makes_the_swap_wait_not_the_ingest(view_db, report):
+    assert switch(view_db, "incremental").returncode == 0
+    with view_db.connect() as holder, Ingest(view_db.url) as ingest:
+        holder.execute(f"SELECT count(*) FROM {SUMMARIES}").fetchone()  # a long report
+        release = threading.Timer(2.5, holder.rollback)
+        release.start()
+        try:
+            result = switch(view_db, "view")  # waits for the reader, retrying its swap
+        finally:
+            release.join()
+    assert result.returncode == 0, result.stderr
+    assert ingest.errors == []
+    report(ingest.describe("a swap that waited for a reader"))
 
 
 COLUMNS = f"""
@@ -143,7 +159,8 @@ def test_switching_to_the_mode_already_installed_exits_1_with_one_clear_line(db)
     assert result.stderr.strip() == (
         "trace-summaries: otel_trace_summaries is already in view mode"
     )
-    assert switch(db, "incremental").returncode == 0
+    db.migrate("downgrade", "-1")
+    db.migrate("upgrade", "head", x={"summaries": "incremental"})
     result = switch(db, "incremental")
     assert (result.returncode, last_line(result)) == (
         1,
@@ -218,7 +235,7 @@ def test_a_switch_to_view_interrupted_before_the_swap_is_repaired_by_switching_a
 
 def test_a_killed_switch_is_repaired_by_switching_again(db):
     db.migrate("upgrade", "head")
-    db.execute(LISTING_DATA_SQL)
+    db.execute(traces_sql("t", 20_000))  # a build that lasts a moment
     command = [sys.executable, "-m", "cnpg_trace_summaries.cli", "-v", "switch", "incremental"]
     with subprocess.Popen(
         command,

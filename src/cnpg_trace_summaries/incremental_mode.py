@@ -20,14 +20,50 @@ The same relation name, the same 14 columns with the same semantics
     traces with no span left in the window, and upserts the others only
     where a column changed; all in one transaction, with one snapshot;
   - above a backlog (after an outage, on the first run, after a TRUNCATE)
-    rebuilds everything instead, in ranges of trace_id committed one by one,
-    so that no transaction runs long and readers never wait.
+    rebuilds everything instead: one pass over the window (the view's
+    aggregate) into an unlogged staging table, then written into the table
+    in ranges of trace_id, each committed on its own, so that readers never
+    wait and no write transaction runs long.
 
 Why it is exact: a change to a span and its dirty key commit together, so a
 claimed key's change is visible to the recomputation in the same snapshot,
 and an unclaimed key stays for the next refresh. A summary depends only on
 its trace's spans inside the window, so a row can change only through a
 dirty key or a span crossing the boundary, and both are recomputed.
+
+A full rebuild claims every key and commits, then reads the window in a
+later snapshot: every claimed change is in it, and every later change has a
+key of its own for the next refresh. It marks the state row as asking for a
+full rebuild until its last range is committed, so that a rebuild interrupted halfway (killed, cancelled,
+failed) is done again by the next refresh rather than left half done. The
+state row's ``rows_per_rebuild_range`` sets the size of its ranges (NULL:
+:data:`ROWS_PER_REBUILD_RANGE`), and ``full_refresh_above`` the backlog
+above which a refresh rebuilds everything.
+
+Writes that bypass the triggers, and what to do about each
+(``trace-summaries verify`` finds any difference they make, and
+``trace-summaries refresh --full`` repairs it; tests/test_incremental.py
+proves both):
+
+* a partitioned otel_traces: writes through the parent are captured (the
+  triggers are on the parent); INSERT, UPDATE, DELETE or TRUNCATE on a
+  partition directly are not: write through the parent, or refresh --full
+  after such writes;
+* DETACH or DROP of a partition: nothing to do when all its spans are older
+  than the window (the usual retention); refresh --full otherwise;
+* retention DELETEs of spans older than the window: captured, and cheap, as
+  they add no key;
+* sessions with ``session_replication_role = replica`` (a logical
+  replication subscriber's apply worker, or any session that sets it) fire
+  no ordinary trigger: on a subscriber, ``ALTER TABLE otel_traces ENABLE
+  ALWAYS TRIGGER`` each capture trigger; elsewhere, refresh --full after;
+* ``ALTER TABLE otel_traces DISABLE TRIGGER``: verify reports the disabled
+  triggers; enable them again, then refresh --full.
+
+The columns of the table are those of the view's definition, down to their
+collations (several are "C"): created from the definition itself, so that
+readers' queries, and statements they have prepared, behave alike in both
+modes and survive a switch.
 
 The functions pin their search_path (pg_catalog first for the trigger, which
 runs as its owner so that ingest roles need no grant on the helper tables).
@@ -57,11 +93,14 @@ from cnpg_trace_summaries.view_mode import SUMMARIES_STORAGE, comment, create_in
 
 # Functions that do one unit of work each, in one transaction.
 APPLY_FUNCTION = "otel_trace_summaries_apply_changes"
-REBUILD_PLAN_FUNCTION = "otel_trace_summaries_rebuild_plan"
+REBUILD_STAGE_FUNCTION = "otel_trace_summaries_rebuild_stage"
 REBUILD_BATCH_FUNCTION = "otel_trace_summaries_rebuild_range"
-# A full rebuild commits after about this many spans, unless the state row's
-# spans_per_rebuild_range says otherwise.
-SPANS_PER_REBUILD_RANGE = 1_000_000
+# A full rebuild's one pass over the window, read back range by range.
+STAGING_TABLE = "otel_trace_summaries_rebuild"
+STAGING_INDEX = f"{STAGING_TABLE}_trace_id"
+# A full rebuild writes this many summary rows per transaction, unless the
+# state row's rows_per_rebuild_range says otherwise.
+ROWS_PER_REBUILD_RANGE = 100_000
 
 REFUSE_HYPERTABLE = f"""
 DO $guard$
@@ -119,9 +158,15 @@ CREATE TABLE {STATE_TABLE} (
     last_refresh_upserted bigint,
     last_refresh_deleted bigint,
     last_full_refresh_at timestamptz,
-    spans_per_rebuild_range bigint CHECK (spans_per_rebuild_range > 0)
+    rows_per_rebuild_range bigint CHECK (rows_per_rebuild_range > 0)
 )
 """
+
+# Unlogged: scratch that a crash may empty (the rebuild flag then asks again).
+CREATE_STAGING = [
+    f"CREATE UNLOGGED TABLE {STAGING_TABLE} AS\n{window_query()}\nWITH NO DATA",
+    f"CREATE UNIQUE INDEX {STAGING_INDEX} ON {STAGING_TABLE} (trace_id)",
+]
 
 INIT_STATE = f"""
 INSERT INTO {STATE_TABLE} (rebuild_requested, rebuild_requested_at) VALUES ('installed', now())
@@ -133,8 +178,10 @@ HELPER_COMMENTS = [
     f"COMMENT ON TABLE {STATE_TABLE} IS 'the incremental refresh''s window boundary, pending "
     f"rebuild and last run ({CREATED_MARKER}); full_refresh_above: dirty keys above which a "
     f"refresh rebuilds everything (NULL: a third of the summaries, at least 100000); "
-    f"spans_per_rebuild_range: about how many spans a full rebuild reads per committed range "
-    f"(NULL: {SPANS_PER_REBUILD_RANGE})'",
+    f"rows_per_rebuild_range: how many summary rows a full rebuild writes per transaction "
+    f"(NULL: {ROWS_PER_REBUILD_RANGE})'",
+    f"COMMENT ON TABLE {STAGING_TABLE} IS 'a full rebuild''s pass over the window, written "
+    f"to {SUMMARIES} range by range; empty between rebuilds ({CREATED_MARKER})'",
 ]
 
 _SET_COLUMNS = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in SUMMARY_COLUMNS[1:])
@@ -226,35 +273,36 @@ END
 $apply$
 """
 
-# The ranges a full rebuild commits one by one: trace_id boundaries from the
-# planner's histogram (in its order, which is the column's collation's, as the
-# ranges' comparisons are), about spans_per_range spans each; NULL = open.
-# A partitioned (or inherited) otel_traces has statistics over its whole tree.
-REBUILD_PLAN = f"""
-CREATE FUNCTION {REBUILD_PLAN_FUNCTION}(spans_per_range bigint) RETURNS text[]
-LANGUAGE sql STABLE AS $plan$
-    WITH stats AS (
-        SELECT CAST(histogram_bounds AS text) AS bounds,
-               (SELECT greatest(reltuples, 0) FROM pg_class
-                WHERE oid = to_regclass('{TRACES_TABLE}')) AS spans
-        FROM pg_stats
-        WHERE schemaname = current_schema() AND tablename = '{TRACES_TABLE}' AND attname = 'trace_id'
-        ORDER BY inherited DESC
-        LIMIT 1
-    ), bounds AS (
-        SELECT bound, ordinality, CAST(array_length(CAST(bounds AS text[]), 1) AS bigint) AS buckets, spans
-        FROM stats, unnest(CAST(bounds AS text[])) WITH ORDINALITY AS b(bound, ordinality)
-    )
-    SELECT coalesce(array_agg(bound ORDER BY ordinality), '{{}}')
-    FROM bounds
-    WHERE ordinality > 1 AND ordinality < buckets
-      AND (ordinality - 1)
-          % CAST(greatest(1, ceil(spans_per_range / greatest(spans / buckets, 1))) AS bigint) = 0
-$plan$
+# A full rebuild reads the window once, into the staging table (one
+# aggregate, as the view's refresh), and returns the trace_ids that cut it
+# into ranges of rows_per_range rows, in the column's order; then each range
+# is written in a transaction of its own. Ranges read from otel_traces
+# itself would each scan it again: the spans of a range of trace_ids are
+# spread over the whole table.
+REBUILD_STAGE = f"""
+CREATE FUNCTION {REBUILD_STAGE_FUNCTION}(boundary timestamptz, rows_per_range bigint) RETURNS text[]
+LANGUAGE plpgsql AS $stage$
+#variable_conflict use_variable
+BEGIN
+    TRUNCATE {STAGING_TABLE};
+    DROP INDEX IF EXISTS {STAGING_INDEX};  -- built after the rows are in: faster
+    INSERT INTO {STAGING_TABLE}
+    {window_query("boundary")};
+    CREATE UNIQUE INDEX {STAGING_INDEX} ON {STAGING_TABLE} (trace_id);
+    ANALYZE {STAGING_TABLE};
+    RETURN ARRAY(
+        SELECT trace_id
+        FROM (SELECT trace_id, row_number() OVER (ORDER BY trace_id) AS n FROM {STAGING_TABLE}) AS numbered
+        WHERE n > 1 AND (n - 1) % rows_per_range = 0
+        ORDER BY trace_id);
+END
+$stage$
 """
 
+# One range of the staged rebuild: [low, high), NULL = open. Planned for its
+# bounds each time (plan_cache_mode, below), so that it reads just its range.
 REBUILD_RANGE = f"""
-CREATE FUNCTION {REBUILD_BATCH_FUNCTION}(boundary timestamptz, low text, high text) RETURNS jsonb
+CREATE FUNCTION {REBUILD_BATCH_FUNCTION}(low text, high text) RETURNS jsonb
 LANGUAGE plpgsql AS $range$
 #variable_conflict use_variable
 DECLARE
@@ -262,11 +310,12 @@ DECLARE
     n_deleted bigint;
 BEGIN
     WITH computed AS MATERIALIZED (
-        {window_query("boundary", "(low IS NULL OR trace_id >= low) AND (high IS NULL OR trace_id < high)")}
+        SELECT * FROM {STAGING_TABLE} AS c
+        WHERE (low IS NULL OR c.trace_id >= low) AND (high IS NULL OR c.trace_id < high)
     ), removed AS (
         DELETE FROM {SUMMARIES} AS s
         WHERE (low IS NULL OR s.trace_id >= low) AND (high IS NULL OR s.trace_id < high)
-          AND NOT EXISTS (SELECT 1 FROM computed AS c WHERE c.trace_id = s.trace_id)
+          AND NOT EXISTS (SELECT 1 FROM {STAGING_TABLE} AS c WHERE c.trace_id = s.trace_id)
         RETURNING 1
     ), upserted AS (
         {UPSERT_COMPUTED}
@@ -328,11 +377,12 @@ BEGIN
         SET window_boundary = boundary,
             rebuild_requested = coalesce(rebuild_requested, format('a full rebuild started at %%s has not finished (%%s)', started, reason)),
             rebuild_requested_at = coalesce(rebuild_requested_at, started);
-        ranges := %1$I.{REBUILD_PLAN_FUNCTION}(coalesce(state.spans_per_rebuild_range, {SPANS_PER_REBUILD_RANGE}));
+        COMMIT;
+        ranges := %1$I.{REBUILD_STAGE_FUNCTION}(boundary, coalesce(state.rows_per_rebuild_range, {ROWS_PER_REBUILD_RANGE}));
         COMMIT;
         low := NULL;
         FOR i IN 1 .. coalesce(array_length(ranges, 1), 0) + 1 LOOP
-            result := %1$I.{REBUILD_BATCH_FUNCTION}(boundary, low, ranges[i]);
+            result := %1$I.{REBUILD_BATCH_FUNCTION}(low, ranges[i]);
             totals := jsonb_build_object(
                 'upserted', (totals->>'upserted')::bigint + (result->>'upserted')::bigint,
                 'deleted', (totals->>'deleted')::bigint + (result->>'deleted')::bigint);
@@ -341,6 +391,7 @@ BEGIN
         END LOOP;
         result := totals || jsonb_build_object('kind', 'full', 'reason', reason,
                                                'ranges', coalesce(array_length(ranges, 1), 0) + 1);
+        TRUNCATE %1$I.{STAGING_TABLE};
         UPDATE %1$I.{STATE_TABLE}
         SET rebuild_requested = NULL, rebuild_requested_at = NULL, last_full_refresh_at = clock_timestamp()
         WHERE rebuild_requested_at IS NULL OR rebuild_requested_at <= started;
@@ -376,8 +427,11 @@ BEGIN
     EXECUTE format('ALTER FUNCTION %1$I.{CAPTURE_FUNCTION}() SET search_path = pg_catalog, %1$I, pg_temp', current_schema());
     EXECUTE format('ALTER FUNCTION %1$I.{TRUNCATE_FUNCTION}() SET search_path = pg_catalog, %1$I, pg_temp', current_schema());
     EXECUTE format('ALTER FUNCTION %1$I.{APPLY_FUNCTION}(timestamptz) SET search_path = %1$I, pg_catalog, pg_temp', current_schema());
-    EXECUTE format('ALTER FUNCTION %1$I.{REBUILD_PLAN_FUNCTION}(bigint) SET search_path = %1$I, pg_catalog, pg_temp', current_schema());
-    EXECUTE format('ALTER FUNCTION %1$I.{REBUILD_BATCH_FUNCTION}(timestamptz, text, text) SET search_path = %1$I, pg_catalog, pg_temp', current_schema());
+    -- One index lookup per changed trace: compiling that plan (JIT) costs more than running it.
+    EXECUTE format('ALTER FUNCTION %1$I.{APPLY_FUNCTION}(timestamptz) SET jit = off', current_schema());
+    EXECUTE format('ALTER FUNCTION %1$I.{REBUILD_STAGE_FUNCTION}(timestamptz, bigint) SET search_path = %1$I, pg_catalog, pg_temp', current_schema());
+    EXECUTE format('ALTER FUNCTION %1$I.{REBUILD_BATCH_FUNCTION}(text, text) SET search_path = %1$I, pg_catalog, pg_temp', current_schema());
+    EXECUTE format('ALTER FUNCTION %1$I.{REBUILD_BATCH_FUNCTION}(text, text) SET plan_cache_mode = force_custom_plan', current_schema());
     EXECUTE format('REVOKE ALL ON FUNCTION %1$I.{CAPTURE_FUNCTION}(), %1$I.{TRUNCATE_FUNCTION}() FROM PUBLIC', current_schema());
 END
 $pin$
@@ -405,11 +459,12 @@ def create_machinery() -> list[str]:
         CREATE_DIRTY,
         CREATE_STATE,
         INIT_STATE,
+        *CREATE_STAGING,
         *HELPER_COMMENTS,
         CAPTURE,
         TRUNCATED,
         APPLY,
-        REBUILD_PLAN,
+        REBUILD_STAGE,
         REBUILD_RANGE,
         CREATE_PROCEDURE,
         PIN_SEARCH_PATHS,
@@ -431,10 +486,11 @@ MACHINERY = [
     *(("TRIGGER", f"{name} ON {TRACES_TABLE}", None) for name in CAPTURE_TRIGGERS.values()),
     ("PROCEDURE", f"{REFRESH_FUNCTION}(boolean, jsonb)", "to_regprocedure"),
     ("FUNCTION", f"{APPLY_FUNCTION}(timestamptz)", "to_regprocedure"),
-    ("FUNCTION", f"{REBUILD_BATCH_FUNCTION}(timestamptz, text, text)", "to_regprocedure"),
-    ("FUNCTION", f"{REBUILD_PLAN_FUNCTION}(bigint)", "to_regprocedure"),
+    ("FUNCTION", f"{REBUILD_BATCH_FUNCTION}(text, text)", "to_regprocedure"),
+    ("FUNCTION", f"{REBUILD_STAGE_FUNCTION}(timestamptz, bigint)", "to_regprocedure"),
     ("FUNCTION", f"{CAPTURE_FUNCTION}()", "to_regprocedure"),
     ("FUNCTION", f"{TRUNCATE_FUNCTION}()", "to_regprocedure"),
     ("TABLE", DIRTY_TABLE, "to_regclass"),
     ("TABLE", STATE_TABLE, "to_regclass"),
+    ("TABLE", STAGING_TABLE, "to_regclass"),
 ]

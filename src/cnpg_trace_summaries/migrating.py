@@ -19,6 +19,7 @@ from collections.abc import Iterator
 
 from sqlalchemy import Connection, exc, text
 
+from cnpg_trace_summaries import modes
 from cnpg_trace_summaries.contract import MIGRATION_LOCK_CLASS, PROJECT, lock_key_sql
 
 APPLICATION_NAME = f"{PROJECT} migration"
@@ -98,3 +99,22 @@ def migration_lock(connection: Connection, *, wait: str, lock_timeout: str) -> I
                     connection.rollback()
                 connection.execute(text(UNLOCK_SQL))
                 connection.commit()
+
+
+def mode_mismatch(connection: Connection, requested: str, explicit: bool) -> str | None:
+    """A warning when an explicitly requested mode is not the one installed.
+
+    ``-x summaries`` (or TRACE_SUMMARIES_MODE) chooses the mode of a new
+    install; it never converts one: that is ``trace-summaries switch``.
+    """
+    if not explicit:
+        return None
+    installed = modes.installed(connection.connection.driver_connection)
+    connection.rollback()
+    if installed is None or installed == requested:
+        return None
+    return (
+        f"otel_trace_summaries is installed in {installed} mode, not {requested}: the summaries "
+        f"option only chooses the mode of a new install; switch this one with "
+        f"`trace-summaries switch {requested}`"
+    )

@@ -16,11 +16,13 @@ from psycopg.rows import dict_row
 
 from cnpg_trace_summaries import modes
 from cnpg_trace_summaries.contract import (
+    CAPTURE_TRIGGERS,
     DIRTY_TABLE,
     REFRESH_FUNCTION,
     REFRESH_LOCK_CLASS,
     STATE_TABLE,
     SUMMARIES,
+    TRACES_TABLE,
     lock_key_sql,
 )
 from cnpg_trace_summaries.summary_sql import COLUMN_LIST, window_query
@@ -134,12 +136,24 @@ SELECT (SELECT count(*) FROM pending),
 """
 
 
+# Capture triggers that are missing, or would not fire for an ordinary write.
+BROKEN_TRIGGERS_SQL = f"""
+SELECT coalesce(string_agg(wanted.name, ', ' ORDER BY wanted.name), '')
+FROM unnest(CAST(%s AS text[])) AS wanted(name)
+WHERE NOT EXISTS (
+    SELECT 1 FROM pg_trigger
+    WHERE tgrelid = to_regclass(format('%%I.{TRACES_TABLE}', current_schema()))
+      AND tgname = wanted.name AND tgenabled IN ('O', 'A'))
+"""
+
+
 def verify(conn: psycopg.Connection) -> Verification:
     """Compare the summaries with their definition, at one snapshot, on a live database.
 
     Incremental mode: every row must equal what the definition gives at the
     table's window boundary, except for traces whose changes are still
-    queued for the next refresh (they are counted, not compared). View mode:
+    queued for the next refresh (they are counted, not compared); and the
+    capture triggers must be there and enabled. View mode:
     a materialized view is its definition at its last refresh by
     construction; ``status`` reports how fresh it is.
     """
@@ -162,10 +176,21 @@ def verify(conn: psycopg.Connection) -> Verification:
         pending, rows, missing, unexpected, examples = conn.execute(
             DIFFERENCES_SQL, {"boundary": boundary}
         ).fetchone()
+        broken = conn.execute(BROKEN_TRIGGERS_SQL, (list(CAPTURE_TRIGGERS.values()),)).fetchone()
     finally:
         conn.execute("ROLLBACK")
-    exact = missing == 0 and unexpected == 0
-    return Verification(mode, exact, rows, boundary, pending, missing, unexpected, examples)
+    note = (
+        f"changes to otel_traces are not being captured: trigger(s) {broken[0]} missing or "
+        f"disabled ({missing:,} missing, {unexpected:,} unexpected rows so far). Enable them "
+        "(ALTER TABLE otel_traces ENABLE TRIGGER ...) or install the mode again, then run "
+        "`trace-summaries refresh --full`"
+        if broken[0]
+        else ""
+    )
+    exact = missing == 0 and unexpected == 0 and not note
+    return Verification(
+        mode, exact, rows, boundary, pending, missing, unexpected, examples, note=note
+    )
 
 
 def outcome_json(outcome: RefreshOutcome) -> str:
