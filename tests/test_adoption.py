@@ -23,6 +23,7 @@ from cnpg_trace_summaries import contract
 from tests.support.adoption import (
     COLLECTOR_INDEXES,
     COLLECTOR_TABLE_SQL,
+    LOAD_SQL,
     MigrationWatcher,
     app_database,
     create_collector_store,
@@ -256,3 +257,55 @@ def test_adoption_builds_only_the_indexes_no_usable_index_already_serves(
 
     db.migrate("downgrade", "base")
     assert definitions(db, indexes(db)) == collector
+
+
+PARTITIONED_STORE_SQL = (
+    COLLECTOR_TABLE_SQL.rstrip() + ' PARTITION BY RANGE ("timestamp")',
+    # The collector's key leads with trace_id (it serves the summaries' lookups);
+    # nothing leads with timestamp: the partitions prune the window instead.
+    "ALTER TABLE otel_traces ADD CONSTRAINT spans_pkey "
+    'PRIMARY KEY (trace_id, span_id, "timestamp")',
+    *(
+        f"CREATE TABLE otel_traces_{day} PARTITION OF otel_traces FOR VALUES "
+        f"FROM (date_trunc('day', now()) - interval '{day} days') "
+        f"TO (date_trunc('day', now()) - interval '{day - 1} days')"
+        for day in range(7, -1, -1)
+    ),
+)
+
+
+def test_a_partitioned_store_gets_its_index_per_partition_concurrently_and_keeps_every_span(
+    db: Database, report
+):
+    for statement in PARTITIONED_STORE_SQL:
+        db.execute(statement)
+    db.execute(LOAD_SQL.format(traces=20_000))
+    spans_before = spans(db)
+    with ingest_during(db, report, "adoption of a partitioned otel_traces") as ingest:
+        db.alembic("upgrade", "head")
+    assert_ingest_never_waited(ingest)
+    assert spans(db) == spans_before + len(ingest.trace_ids)
+
+    built = contract.TRACE_INDEXES_FOR_SUMMARIES[1][0]  # timestamp: the key serves trace_id
+    parent = indexes(db)[built]
+    assert parent["valid"] and is_ours(parent), parent
+    per_partition = db.rows(
+        "SELECT count(*) FILTER (WHERE i.indisvalid), count(*) FROM pg_inherits AS inh "
+        "JOIN pg_index AS i ON i.indexrelid = inh.inhrelid WHERE inh.inhparent = %s",
+        (parent["oid"],),
+    )
+    assert per_partition == [(8, 8)]
+    assert contract.TRACE_INDEXES_FOR_SUMMARIES[0][0] not in indexes(db)
+    assert db.scalar("SELECT count(*) FROM otel_trace_summaries") > 0
+
+    # A partition made later (a partition manager's next day) gets its index by itself.
+    db.execute(
+        "CREATE TABLE otel_traces_next PARTITION OF otel_traces FOR VALUES "
+        "FROM (date_trunc('day', now()) + interval '1 day') "
+        "TO (date_trunc('day', now()) + interval '2 days')"
+    )
+    assert db.scalar("SELECT count(*) FROM pg_inherits WHERE inhparent = %s", (parent["oid"],)) == 9
+
+    db.migrate("downgrade", "base")
+    assert built not in indexes(db)
+    assert spans(db) == spans_before + len(ingest.trace_ids)

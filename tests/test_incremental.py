@@ -479,6 +479,18 @@ def test_status_reports_the_mode_the_backlog_and_the_last_refresh(inc, conn):
     assert "backlog            4 changed trace ids queued" in text
 
 
+def test_status_is_not_ok_while_a_capture_trigger_is_disabled(inc, conn):
+    name = CAPTURE_TRIGGERS["DELETE"]
+    conn.execute(f"ALTER TABLE {TRACES_TABLE} DISABLE TRIGGER {name}")
+    try:
+        result = run_cli("status", "--json", DATABASE_URL=inc.url)
+    finally:
+        conn.execute(f"ALTER TABLE {TRACES_TABLE} ENABLE TRIGGER {name}")
+    assert result.returncode == 2
+    problems = json.loads(result.stdout)["problems"]
+    assert any(f"{name} missing or disabled" in problem for problem in problems), problems
+
+
 # -- downgrade ------------------------------------------------------------------------------
 LEFTOVERS = f"""
 SELECT (SELECT count(*) FROM pg_class

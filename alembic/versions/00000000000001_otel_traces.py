@@ -149,14 +149,14 @@ _NEEDED = ", ".join(
 )
 PLAN_INDEXES = f"""
 WITH store AS (
-    SELECT to_regclass(format('%I.otel_traces', current_schema())) AS oid
+    SELECT c.oid, c.relkind, c.relnamespace FROM pg_class AS c
+    WHERE c.oid = to_regclass(format('%I.otel_traces', current_schema()))
 ), needed (name, column_name, definition, access_methods) AS (
     VALUES {_NEEDED}
 ), ours AS (
     SELECT n.name, n.column_name, n.definition, n.access_methods, i.indexrelid, i.indisvalid
     FROM needed AS n CROSS JOIN store
-    LEFT JOIN pg_class AS c
-        ON c.relname = n.name AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = store.oid)
+    LEFT JOIN pg_class AS c ON c.relname = n.name AND c.relnamespace = store.relnamespace
     LEFT JOIN pg_index AS i ON i.indexrelid = c.oid AND i.indrelid = store.oid
 ), covered AS (
     SELECT o.name
@@ -168,25 +168,74 @@ WITH store AS (
     WHERE i.indisvalid AND i.indisready AND i.indislive AND i.indpred IS NULL
       AND am.amname = ANY (o.access_methods)
       AND i.indcollation[0] = a.attcollation
+), missing AS (
+    SELECT ours.* FROM ours WHERE name NOT IN (SELECT name FROM covered)
+), partitions AS (
+    -- A partitioned table: an index ON ONLY the parent, then one built concurrently on
+    -- each partition not yet attached to it, and attached; the parent's becomes valid
+    -- when every partition's is attached, and new partitions get theirs from it.
+    SELECT m.name, m.definition, ch.oid AS partition, ch.relkind,
+           format('%I.%I', chn.nspname, ch.relname) AS qualified,
+           format('%I.%I', chn.nspname, left(m.name, 40) || '_' || left(md5(CAST(ch.oid AS text)), 8)) AS index_name,
+           (SELECT x.oid FROM pg_class AS x JOIN pg_index AS xi ON xi.indexrelid = x.oid
+            WHERE x.relnamespace = ch.relnamespace AND NOT xi.indisvalid
+              AND x.relname = left(m.name, 40) || '_' || left(md5(CAST(ch.oid AS text)), 8)) AS leftover
+    FROM missing AS m CROSS JOIN store
+    JOIN pg_inherits AS inh ON inh.inhparent = store.oid
+    JOIN pg_class AS ch ON ch.oid = inh.inhrelid
+    JOIN pg_namespace AS chn ON chn.oid = ch.relnamespace
+    WHERE store.relkind = 'p'
+      AND NOT EXISTS (SELECT 1 FROM pg_inherits AS attached
+                      JOIN pg_index AS pi ON pi.indexrelid = attached.inhrelid
+                      WHERE attached.inhparent = m.indexrelid AND pi.indrelid = ch.oid)
 )
 SELECT statement FROM (
-    SELECT 1 AS step, name, format('DROP INDEX CONCURRENTLY %I.%I', current_schema(), name) AS statement
-    FROM ours WHERE indexrelid IS NOT NULL AND NOT indisvalid
+    SELECT 1 AS step, name, 0 AS partition, 0 AS substep,
+           format('DROP INDEX CONCURRENTLY %I.%I', current_schema(), name) AS statement
+    FROM missing WHERE indexrelid IS NOT NULL AND NOT indisvalid
+      AND (SELECT relkind FROM store) <> 'p'
     UNION ALL
-    SELECT 2, name, format('CREATE INDEX CONCURRENTLY %I ON %I.otel_traces %s', name, current_schema(), definition)
-    FROM ours WHERE name NOT IN (SELECT name FROM covered)
+    SELECT 2, name, 0, 0,
+           format(CASE WHEN (SELECT relkind FROM store) = 'p' AND NOT EXISTS (
+                           SELECT 1 FROM pg_inherits WHERE inhparent = (SELECT oid FROM store))
+                       THEN 'CREATE INDEX IF NOT EXISTS %I ON %I.otel_traces %s'  -- no partition: no data
+                       WHEN (SELECT relkind FROM store) = 'p'
+                       THEN 'CREATE INDEX IF NOT EXISTS %I ON ONLY %I.otel_traces %s'
+                       ELSE 'CREATE INDEX CONCURRENTLY %I ON %I.otel_traces %s' END,
+                  name, current_schema(), definition)
+    FROM missing
     UNION ALL
-    SELECT 3, name, format('COMMENT ON INDEX %I.%I IS %L', current_schema(), name,
-                           '{CREATED_MARKER} on an adopted otel_traces, revision 00000000000001')
-    FROM ours WHERE name NOT IN (SELECT name FROM covered)
+    SELECT 3, name, 0, 0, format('COMMENT ON INDEX %I.%I IS %L', current_schema(), name,
+                                 '{CREATED_MARKER} on an adopted otel_traces, revision 00000000000001')
+    FROM missing
+    UNION ALL
+    SELECT 4, name, CAST(partition AS bigint), 1, format('DROP INDEX CONCURRENTLY %s', leftover::regclass)
+    FROM partitions WHERE leftover IS NOT NULL
+    UNION ALL
+    SELECT 4, name, CAST(partition AS bigint), 2,
+           CASE WHEN relkind = 'p'
+                THEN format('DO $sub$ BEGIN RAISE EXCEPTION %L; END $sub$',
+                            format('partition %s of otel_traces is itself partitioned: build %s on it '
+                                   'by hand (an index ON ONLY it, one per partition, attached), then upgrade again',
+                                   qualified, name))
+                ELSE format('CREATE INDEX CONCURRENTLY IF NOT EXISTS %s ON %s %s',
+                            substr(index_name, strpos(index_name, '.') + 1), qualified, definition) END
+    FROM partitions
+    UNION ALL
+    SELECT 4, name, CAST(partition AS bigint), 3,
+           format('ALTER INDEX %I.%I ATTACH PARTITION %s', current_schema(), name, index_name)
+    FROM partitions
 ) AS plan
 WHERE (SELECT oid FROM store) IS NOT NULL
-ORDER BY step, name
+ORDER BY step, name, partition, substep
 """
 
-# The downgrade's counterpart: the indexes this revision built on an adopted table.
+# The downgrade's counterpart: the indexes this revision built on an adopted
+# table (one on a partitioned table cannot be dropped concurrently: a plain
+# DROP INDEX removes it and its partitions' in one short statement).
 PLAN_INDEX_REMOVAL = f"""
-SELECT format('DROP INDEX CONCURRENTLY IF EXISTS %I.%I', n.nspname, c.relname)
+SELECT format(CASE WHEN c.relkind = 'I' THEN 'DROP INDEX IF EXISTS %I.%I'
+                   ELSE 'DROP INDEX CONCURRENTLY IF EXISTS %I.%I' END, n.nspname, c.relname)
 FROM pg_index AS i
 JOIN pg_class AS c ON c.oid = i.indexrelid
 JOIN pg_namespace AS n ON n.oid = c.relnamespace
@@ -237,12 +286,15 @@ def run_planned(plan: str) -> None:
     statements = bind.execute(sa.text(plan)).scalars().all()
     if not statements:
         return
+    lock_timeout = options.from_alembic("lock_timeout")
+    # A concurrent build or drop never makes writers wait, but it waits for older
+    # transactions to end: it may wait as long as another migrator would.
+    patient = options.from_alembic("migration_lock_wait")
     with op.get_context().autocommit_block():
-        lock_timeout = options.from_alembic("lock_timeout")
-        # A concurrent build never makes writers wait; it may wait for old transactions.
-        bind.execute(sa.text(f"SET lock_timeout = '{options.from_alembic('migration_lock_wait')}'"))
         try:
             for statement in statements:
+                wait = patient if " CONCURRENTLY " in statement else lock_timeout
+                bind.execute(sa.text(f"SET lock_timeout = '{wait}'"))
                 bind.execute(sa.text(statement))
         finally:
             bind.execute(sa.text(f"SET lock_timeout = '{lock_timeout}'"))

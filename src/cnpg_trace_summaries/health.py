@@ -24,7 +24,7 @@ from cnpg_trace_summaries.contract import (
     TRACES_TABLE,
     WINDOW,
 )
-from cnpg_trace_summaries.summaries import require_mode
+from cnpg_trace_summaries.summaries import broken_triggers, require_mode
 
 JOB_SQL = """
 SELECT jobid, jobname, schedule, command, database, username, active
@@ -231,6 +231,12 @@ def health(
             f"pg_cron job {job.jobid} has never succeeded (stale after {stale_after:.0f}s{since})"
         )
     if incremental is not None:
+        broken = broken_triggers(conn)
+        if broken:
+            problems.append(
+                f"changes to otel_traces are not being captured: {broken} missing or disabled; "
+                "enable them, then `trace-summaries refresh --full`"
+            )
         if incremental.rebuild_requested and age(incremental.rebuild_requested_at) > stale_after:
             problems.append(f"a full rebuild is pending: {incremental.rebuild_requested}")
         if age(incremental.last_refresh_at) > stale_after:

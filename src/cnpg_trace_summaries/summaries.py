@@ -147,6 +147,11 @@ WHERE NOT EXISTS (
 """
 
 
+def broken_triggers(conn: psycopg.Connection) -> str:
+    """The capture triggers that are missing or disabled, comma-separated ('' when none)."""
+    return conn.execute(BROKEN_TRIGGERS_SQL, (list(CAPTURE_TRIGGERS.values()),)).fetchone()[0]
+
+
 def verify(conn: psycopg.Connection) -> Verification:
     """Compare the summaries with their definition, at one snapshot, on a live database.
 
@@ -176,15 +181,15 @@ def verify(conn: psycopg.Connection) -> Verification:
         pending, rows, missing, unexpected, examples = conn.execute(
             DIFFERENCES_SQL, {"boundary": boundary}
         ).fetchone()
-        broken = conn.execute(BROKEN_TRIGGERS_SQL, (list(CAPTURE_TRIGGERS.values()),)).fetchone()
+        broken = broken_triggers(conn)
     finally:
         conn.execute("ROLLBACK")
     note = (
-        f"changes to otel_traces are not being captured: trigger(s) {broken[0]} missing or "
+        f"changes to otel_traces are not being captured: trigger(s) {broken} missing or "
         f"disabled ({missing:,} missing, {unexpected:,} unexpected rows so far). Enable them "
         "(ALTER TABLE otel_traces ENABLE TRIGGER ...) or install the mode again, then run "
         "`trace-summaries refresh --full`"
-        if broken[0]
+        if broken
         else ""
     )
     exact = missing == 0 and unexpected == 0 and not note
