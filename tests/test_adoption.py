@@ -39,7 +39,6 @@ from tests.support.processes import finish, migration_backend, start_alembic, wa
 TRACES = 100_000  # ten spans each: one million spans
 HEAD, FIRST = "00000000000007", "00000000000001"
 TRACE_ID_INDEX = contract.TRACE_INDEXES_FOR_SUMMARIES[0][0]
-PAUSE = 0.001  # between inserts: a busy collector, leaving the migration a core of its own
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +79,7 @@ def store(collector_store) -> Iterator[Database]:
 def ingest_during(store: Database, report, what: str) -> Iterator[Ingest]:
     """A collector inserting into ``store`` for the block; its figures reported afterwards."""
     started = time.monotonic()
-    with Ingest(store.url, pause=PAUSE) as ingest:
+    with Ingest(store.url) as ingest:
         yield ingest
     report(f"{ingest.describe(what)}, over {time.monotonic() - started:.1f} s")
 

@@ -58,7 +58,7 @@ class Ingest:
     """
 
     def __init__(
-        self, url: str, lock_timeout: str = "200ms", name: str = "GET /live", pause: float = 0.0
+        self, url: str, lock_timeout: str = "200ms", name: str = "GET /live", pause: float = 0.002
     ):
         self.url = url
         self.lock_timeout = lock_timeout
@@ -114,7 +114,7 @@ class Ingest:
                     ).fetchone()
                     if row and row[0] == "Lock":
                         self.lock_waits.append(f"{row[1]}: {row[2]}")
-                time.sleep(0.005)
+                time.sleep(0.02)
 
     def describe(self, what: str) -> str:
         return (
