@@ -41,7 +41,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench import generate, incremental, ingest, measure, report
+from bench import generate, incremental, ingest, measure, readme, report
 from cnpg_trace_summaries.localdb import LocalCluster
 from cnpg_trace_summaries.progress import progress_bar
 
@@ -212,6 +212,10 @@ def incremental_part(
             log(f"no cycle at {rate:,} spans/s: it would replace over a quarter of the window")
             continue
         part["rate_cycles"] += session.cycles(1, rate, label="rate cycle")
+    if part["rate_cycles"]:
+        top = part["rate_cycles"][-1]["rate"]
+        log(f"one more cycle at {top:,} spans/s, with EXPLAIN ANALYZE of the refresh (not counted)")
+        part["explained_rate_cycle"] = session.explained_cycle(top)
     part["spans_in_window_after"] = generate.spans_in_window(conn)
     return part
 
@@ -424,6 +428,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--keep", action="store_true", help="leave the cluster running")
+    parser.add_argument(
+        "--rewrite-report",
+        action="store_true",
+        help="run nothing: redraw refresh.png and rewrite README.md from the result files",
+    )
     args = parser.parse_args(argv)
     if (
         args.traces < 4
@@ -434,6 +443,10 @@ def main(argv: list[str] | None = None) -> int:
     ):
         parser.error("--traces must be at least 4, the rounds and cycles at least 1")
 
+    if args.rewrite_report:
+        for path in (report.chart(args.out, SCHEDULE_SECONDS), readme.write(args.out)):
+            print(f"wrote {path}")
+        return 0
     results = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     paths = report.write(results, args.out)

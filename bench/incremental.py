@@ -351,7 +351,7 @@ class Session:
             record["twin_view_refresh_s"] = time.perf_counter() - started
         return record
 
-    def explained_cycle(self) -> dict:
+    def explained_cycle(self, rate: int = 1_000) -> dict:
         """One more cycle, with EXPLAIN (ANALYZE, BUFFERS) of the refresh's main statement.
 
         auto_explain logs the statements the refresh procedure runs, as NOTICEs to
@@ -371,7 +371,7 @@ class Session:
                                    ("log_nested_statements", "on"), ("log_level", "notice"),
                                    ("log_min_duration", "0")):  # fmt: skip
                 conn.execute(f"SET auto_explain.{setting} = {value}")
-            record = self.cycle()
+            record = self.cycle(rate)
         finally:
             conn.execute("SET auto_explain.log_min_duration = -1")
             conn.remove_notice_handler(keep)

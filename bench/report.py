@@ -145,6 +145,7 @@ TARGET_RATIO = 20
 TARGET_FLATNESS = 1.5
 TARGET_OVERHEAD_PCT = 10
 TARGET_LISTING_MS = 1.0
+REFRESH_SECONDS = 120
 
 
 def duration(seconds: float) -> str:
@@ -214,8 +215,9 @@ def all_checks(results: dict) -> list[dict]:
         return []
     extra = [inc["verify_after_switch"], inc["full_rebuild"]["verify"],
              inc["after_ingest"]["verify"]]  # fmt: skip
-    if "explained_cycle" in inc:
-        extra.append(inc["explained_cycle"]["cycle"]["verify"])
+    for key in ("explained_cycle", "explained_rate_cycle"):
+        if key in inc:
+            extra.append(inc[key]["cycle"]["verify"])
     return [c["verify"] for c in all_cycles(results)] + extra
 
 
@@ -409,14 +411,17 @@ def incremental_markdown(results: dict) -> list[str]:
     ]
     if inc["rate_cycles"]:
         lines += ["### Cycles at higher ingest rates", "", *cycle_table(inc["rate_cycles"]), ""]
-    explained = inc.get("explained_cycle")
-    if explained:
+    for key in ("explained_cycle", "explained_rate_cycle"):
+        explained = inc.get(key)
+        if not explained:
+            continue
+        cycle = explained["cycle"]
         lines += [
-            "### Where an incremental refresh's time goes",
+            f"### Where an incremental refresh's time goes, at {cycle['rate']:,} spans/s",
             "",
-            "One more steady-state cycle with auto_explain (ANALYZE, BUFFERS) on the refresh's "
-            "main statement (instrumented, so not one of the figures; "
-            f"{verdict(explained['cycle']['verify'])}):",
+            f"One more cycle at {cycle['rate']:,} spans/s with auto_explain (ANALYZE, BUFFERS) "
+            "on the refresh's main statement (instrumented, so not one of the figures; "
+            f"{recomputed(cycle['refresh'])} traces; {verdict(cycle['verify'])}):",
             "",
             "```",
             explained["plan"],
@@ -575,31 +580,35 @@ def targets(runs: list[dict]) -> list[dict]:
     return found
 
 
-def rate_fit(run: dict) -> dict | None:
-    """Cycle refresh time against the ingest rate, least squares (every verified cycle at N)."""
+def rates(run: dict) -> list[dict]:
+    """Per ingest rate measured at N: the refresh (median at the steady rate), insert, keys."""
     inc = run.get("incremental")
-    if not inc or not inc["rate_cycles"]:
-        return None
-    points = [(c["rate"], c["refresh_s"]) for c in inc["cycles"] + inc["rate_cycles"]]
-    mean_x = statistics.fmean(x for x, _ in points)
-    mean_y = statistics.fmean(y for _, y in points)
-    sxx = sum((x - mean_x) ** 2 for x, _ in points)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / sxx
-    intercept = mean_y - slope * mean_x
-    ingest_rates = [c["new_spans"] / c["insert_s"] for c in inc["cycles"] + inc["rate_cycles"]]
-    return {
-        "seconds_per_1000_spans_per_s": slope * 1000,
-        "fixed_seconds": intercept,
-        "rate_within_schedule": (120 - intercept) / slope,
-        "max_rate": max(c["rate"] for c in inc["rate_cycles"]),
-        "ingested_spans_per_s_median": statistics.median(ingest_rates),
-        "ingested_spans_per_s_max": max(ingest_rates),
-    }
+    if not inc:
+        return []
+    found = []
+    by_rate: dict[int, list[dict]] = {}
+    for cycle in inc["cycles"] + inc["rate_cycles"]:
+        by_rate.setdefault(cycle["rate"], []).append(cycle)
+    for rate, cycles in sorted(by_rate.items()):
+        refresh = statistics.median(c["refresh_s"] for c in cycles)
+        found.append({
+            "rate": rate,
+            "cycles": len(cycles),
+            "refresh_s": refresh,
+            "insert_s": statistics.median(c["insert_s"] for c in cycles),
+            "kinds": sorted({c["refresh"]["kind"] for c in cycles}),
+            "keys": statistics.median(c["refresh"].get("keys", 0) for c in cycles),
+            # If the refresh's cost is proportional to what changed (it has a
+            # fixed part too, so this errs low), the rate whose two minutes
+            # would take the whole two minutes to refresh.
+            "rate_filling_schedule": rate * REFRESH_SECONDS / refresh,
+        })  # fmt: skip
+    return found
 
 
 def write(results: dict, out: Path, schedule_seconds: float = 120) -> list[Path]:
     """This run's JSON and Markdown, then the chart and README.md from every result in ``out``."""
-    from bench import readme
+    from bench import readme  # it reads this module's tables
 
     name = label(results)
     json_path = out / f"{name}.json"

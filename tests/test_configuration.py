@@ -8,7 +8,6 @@ from cnpg_trace_summaries import options, servers
 from cnpg_trace_summaries.database import ConfigError, normalize_url, resolve_database_url
 from tests.support.commands import last_line, run_alembic
 from tests.support.database import Database
-from tests.support.servers import PASSWORD
 
 
 @pytest.mark.parametrize(
@@ -83,7 +82,7 @@ def test_unreachable_database_ends_with_one_clear_line():
 
 
 def test_wrong_password_ends_with_one_clear_line(db: Database):
-    url = db.url.replace(f":{PASSWORD}@", ":wrong@")
+    url = db.server.url(db.dbname, user=db.role, password="wrong")
     result = run_alembic("upgrade", "head", database_url=url, check=False)
     assert_one_clear_line(result, "cannot connect to", "password authentication failed")
     assert "wrong" not in result.stderr

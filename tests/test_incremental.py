@@ -529,3 +529,17 @@ def test_downgrade_unschedules_the_incremental_job(cron_db: Database):
     assert command == f"CALL {cron_db.schema}.{REFRESH_FUNCTION}()"
     cron_db.migrate("downgrade", "-1")
     assert cron_db.scalar("SELECT count(*) FROM cron.job WHERE jobname = %s", (name,)) == 0
+
+
+@pytest.mark.parametrize("mode", ["view", "incremental"])
+def test_what_an_interrupted_install_left_is_rebuilt_by_upgrading_again(db, mode):
+    # As if the upgrade died after committing its objects but before its version row.
+    db.migrate("upgrade", "head", x={"summaries": mode})
+    db.migrate("stamp", "00000000000001")
+    notices = db.migrate("upgrade", "head", x={"summaries": "incremental"})
+    assert "left by an interrupted run" in notices
+    assert db.version() == "00000000000007"
+    with db.connect(autocommit=True) as conn:
+        conn.execute(traces_sql("after", 3))
+        refresh(conn)
+        assert_exact(conn)

@@ -74,40 +74,25 @@ def _drop_machinery_statements() -> str:
     return "\n".join(lines)
 
 
+def _drop_relation(relation: str) -> str:
+    """PL/pgSQL that drops ``relation`` in the current schema, a view or a table, if it is there."""
+    kind = f"(SELECT relkind FROM pg_class WHERE oid = to_regclass(format('%I.{relation}', current_schema())))"
+    return (
+        f"    IF {kind} = 'm' THEN\n        DROP MATERIALIZED VIEW {relation};\n"
+        f"    ELSIF {kind} = 'r' THEN\n        DROP TABLE {relation};\n    END IF;"
+    )
+
+
 # Drops what a switch built beside the old relation, a table or a view.
-DROP_NEXT = f"""
-DO $next$
-DECLARE
-    kind constant "char" := (SELECT relkind FROM pg_class
-                             WHERE oid = to_regclass(format('%I.{NEXT}', current_schema())));
-BEGIN
-    IF kind = 'm' THEN
-        DROP MATERIALIZED VIEW {NEXT};
-    ELSIF kind = 'r' THEN
-        DROP TABLE {NEXT};
-    END IF;
-END
-$next$
-"""
+DROP_NEXT = f"DO $next$\nBEGIN\n{_drop_relation(NEXT)}\nEND\n$next$"
 
 # Removes whichever mode is installed, completely; the downgrade runs it.
 UNINSTALL = f"""
 DO $uninstall$
-DECLARE
-    kind constant "char" := (SELECT relkind FROM pg_class
-                             WHERE oid = to_regclass(format('%I.{SUMMARIES}', current_schema())));
 BEGIN
 {_drop_machinery_statements()}
-    IF kind = 'm' THEN
-        DROP MATERIALIZED VIEW {SUMMARIES};
-    ELSIF kind = 'r' THEN
-        DROP TABLE {SUMMARIES};
-    END IF;
-    IF to_regclass(format('%I.{NEXT}', current_schema())) IS NOT NULL THEN
-        EXECUTE format('DROP %s %I.{NEXT}',
-            CASE (SELECT relkind FROM pg_class WHERE oid = to_regclass(format('%I.{NEXT}', current_schema())))
-                WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END, current_schema());
-    END IF;
+{_drop_relation(SUMMARIES)}
+{_drop_relation(NEXT)}
 END
 $uninstall$
 """
@@ -131,8 +116,7 @@ BEGIN
         RAISE NOTICE 'otel_trace_summaries in schema % was left by an interrupted run: removing it to build it again',
             current_schema();
 {_drop_machinery_statements()}
-        DROP MATERIALIZED VIEW IF EXISTS {SUMMARIES};
-        DROP TABLE IF EXISTS {SUMMARIES};
+{_drop_relation(SUMMARIES)}
     END IF;
 END
 $prepare$

@@ -293,8 +293,58 @@ def _conf_value(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+class Endpoint:
+    """A server as clients see it: where it listens, who its superuser is, its databases."""
+
+    host: str
+    port: int
+    user: str
+    password: str | None
+
+    def url(
+        self,
+        dbname: str = "postgres",
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        schema: str | None = None,
+    ) -> str:
+        """A libpq URL (the superuser's by default); ``schema`` goes first on the search_path."""
+        return libpq_url(
+            self.host,
+            self.port,
+            dbname,
+            user or self.user,
+            self.password if user is None else password,
+            schema,
+        )
+
+    def connect(self, dbname: str = "postgres", **kwargs) -> psycopg.Connection:
+        """A superuser connection."""
+        return psycopg.connect(self.url(dbname), **kwargs)
+
+    def create_database(self, name: str, owner: str | None = None, **options: str) -> None:
+        """CREATE DATABASE ``name`` [OWNER ``owner``] with ``options`` (LOCALE='C.UTF-8', ...)."""
+        clauses = [
+            sql.SQL("{} {}").format(sql.SQL(k.upper()), sql.Literal(v)) for k, v in options.items()
+        ]
+        if owner:
+            clauses.append(sql.SQL("OWNER {}").format(sql.Identifier(owner)))
+        with self.connect(autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} ").format(sql.Identifier(name))
+                + sql.SQL(" ").join(clauses)
+            )
+
+    def drop_database(self, name: str) -> None:
+        with self.connect(autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
 @dataclass
-class Cluster:
+class Cluster(Endpoint):
     """One PostgreSQL server on 127.0.0.1, its data directory under ``directory``."""
 
     install: Installation
@@ -325,28 +375,6 @@ class Cluster:
     @property
     def cron_database(self) -> str | None:
         return self.settings.get("cron.database_name") if self.has_pg_cron else None
-
-    def url(
-        self,
-        dbname: str = "postgres",
-        *,
-        user: str | None = None,
-        password: str | None = None,
-        schema: str | None = None,
-    ) -> str:
-        """A libpq URL (the superuser's by default); ``schema`` goes first on the search_path."""
-        return libpq_url(
-            self.host,
-            self.port,
-            dbname,
-            user or self.user,
-            self.password if user is None else password,
-            schema,
-        )
-
-    def connect(self, dbname: str = "postgres", **kwargs) -> psycopg.Connection:
-        """A superuser connection."""
-        return psycopg.connect(self.url(dbname), **kwargs)
 
     # -- life cycle -----------------------------------------------------------------
     @classmethod
@@ -492,23 +520,3 @@ class Cluster:
                 "hot_standby_feedback = on\n"
             )
         return standby.start()
-
-    # -- databases --------------------------------------------------------------------
-    def create_database(self, name: str, owner: str | None = None, **options: str) -> None:
-        """CREATE DATABASE ``name`` [OWNER ``owner``] with ``options`` (LOCALE='C.UTF-8', ...)."""
-        clauses = [
-            sql.SQL("{} {}").format(sql.SQL(k.upper()), sql.Literal(v)) for k, v in options.items()
-        ]
-        if owner:
-            clauses.append(sql.SQL("OWNER {}").format(sql.Identifier(owner)))
-        with self.connect(autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("CREATE DATABASE {} ").format(sql.Identifier(name))
-                + sql.SQL(" ").join(clauses)
-            )
-
-    def drop_database(self, name: str) -> None:
-        with self.connect(autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )

@@ -83,7 +83,7 @@ def local_server(
 
 
 @dataclass
-class ExternalServer:
+class ExternalServer(servers.Endpoint):
     """The server of TEST_DATABASE_URL: the tests create and drop their own databases in it."""
 
     host: str
@@ -96,22 +96,6 @@ class ExternalServer:
     @property
     def has_pg_cron(self) -> bool:
         return self.cron_database is not None
-
-    def url(self, dbname="postgres", *, user=None, password=None, schema=None) -> str:
-        return servers.libpq_url(
-            self.host,
-            self.port,
-            dbname,
-            user or self.user,
-            self.password if user is None else password,
-            schema,
-        )
-
-    def connect(self, dbname: str = "postgres", **kwargs) -> psycopg.Connection:
-        return psycopg.connect(self.url(dbname), **kwargs)
-
-    create_database = servers.Cluster.create_database
-    drop_database = servers.Cluster.drop_database
 
 
 def external_server(url: str) -> ExternalServer:
