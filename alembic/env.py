@@ -99,6 +99,10 @@ def run_migrations_offline() -> None:
 def run_on_connection(connection: Connection) -> None:
     """Session settings, the migration lock, then the revisions, one transaction each."""
     migrating.configure_session(connection, option("lock_timeout"))
+    reader_role = option("reader_role")
+    problem = reader_role and migrating.missing_role(connection, reader_role)
+    if problem:
+        raise SystemExit(f"alembic: {problem}")
     try:
         with migrating.migration_lock(
             connection, wait=option("migration_lock_wait"), lock_timeout=option("lock_timeout")
@@ -109,9 +113,12 @@ def run_on_connection(connection: Connection) -> None:
             explicit = "summaries" in context.get_x_argument(as_dictionary=True) or bool(
                 os.environ.get(options.OPTIONS["summaries"].env)
             )
-            mismatch = migrating.mode_mismatch(connection, option("summaries"), explicit)
-            if mismatch:
-                NOTICES.warning("%s", mismatch)
+            for warning in (
+                migrating.mode_mismatch(connection, option("summaries"), explicit),
+                reader_role and migrating.reader_role_warning(connection, reader_role),
+            ):
+                if warning:
+                    NOTICES.warning("%s", warning)
     except (migrating.MigrationLockBusyError, MigrationError) as error:
         raise SystemExit(f"alembic: {error}") from None
 

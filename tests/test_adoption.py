@@ -18,6 +18,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 
 import pytest
+from psycopg import sql
 
 from cnpg_trace_summaries import contract
 from tests.support.adoption import (
@@ -273,9 +274,13 @@ PARTITIONED_STORE_SQL = (
 )
 
 
+@pytest.mark.parametrize("schema", ["public", 'odd.name: "with" %s'], ids=["public", "odd-name"])
 def test_a_partitioned_store_gets_its_index_per_partition_concurrently_and_keeps_every_span(
-    db: Database, report
+    db: Database, report, schema
 ):
+    if schema != "public":
+        db.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        db = replace(db, schema=schema)
     for statement in PARTITIONED_STORE_SQL:
         db.execute(statement)
     db.execute(LOAD_SQL.format(traces=20_000))

@@ -69,6 +69,22 @@ def test_commands_before_the_migration_say_to_upgrade_first(db: Database, comman
     )
 
 
+def test_status_json_says_unhealthy_in_json_when_there_is_nothing_to_check(db: Database):
+    result = run_cli("status", "--json", DATABASE_URL=db.url)
+    assert result.returncode == 1
+    payload = json.loads(result.stdout)
+    assert payload["healthy"] is False
+    assert "does not exist in this database" in payload["problems"][0]
+
+
+@pytest.mark.parametrize("argv", [["status", "--jsno"], ["list", "--limit", "abc"], ["nope"]])
+def test_usage_errors_end_with_one_line_and_exit_1_not_2_which_means_unhealthy(argv):
+    result = run_cli(*argv)
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("trace-summaries")
+
+
 def test_refresh_command_refreshes_concurrently(db: Database):
     db.migrate("upgrade", "head")
     db.execute("INSERT INTO otel_traces (timestamp, trace_id, span_id) VALUES (now(), 'a', 'b')")
@@ -94,7 +110,8 @@ def test_local_cluster_starts_migrates_loads_demo_and_stops(local_dir: Path):
     env = {"TRACE_SUMMARIES_LOCAL_DIR": str(local_dir)}
     started = run_cli("local", "start", **env)
     assert started.returncode == 0, started.stderr
-    assert "local PostgreSQL is running: postgresql://postgres:" in started.stdout
+    assert started.stdout.startswith("local PostgreSQL is running on 127.0.0.1:")
+    assert "postgres:" not in started.stdout  # the password stays out of the output
     again = run_cli("local", "start", **env)  # reused, not re-created
     assert again.stdout == started.stdout
 

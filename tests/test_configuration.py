@@ -106,6 +106,7 @@ def test_unknown_revision_ends_with_one_clear_line(db: Database):
     ("x", "complaint"),
     [
         ("lock_timeout=1s'; DROP TABLE x; --", "-x lock_timeout must be a number"),
+        ("lock_timeout=0", "-x lock_timeout must be at least 1ms"),
         ("migration_lock_wait=soon", "-x migration_lock_wait must be a number"),
         ("summaries=fast", "-x summaries must be view or incremental"),
         ("require_refresh=maybe", "-x require_refresh must be yes or no"),

@@ -94,14 +94,29 @@ def test_reader_role_from_the_environment(db: Database, monkeypatch):
         db.execute("DROP ROLE dashboard_reader")
 
 
-def test_an_unknown_reader_role_ends_with_one_clear_line_and_changes_nothing(db: Database):
+def test_an_unknown_reader_role_ends_with_one_clear_line_before_anything_runs(db: Database):
     result = db.alembic("-x", "reader_role=nobody_here", "upgrade", "head", check=False)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("alembic: migration failed")
-    assert 'role "nobody_here" does not exist' in result.stderr
-    assert db.version() == "00000000000001"
-    assert db.scalar("SELECT to_regclass('otel_trace_summaries')") is None
+    assert result.stderr.strip().splitlines()[-1] == (
+        "alembic: -x reader_role: role 'nobody_here' does not exist; "
+        "create it first, or leave the option out"
+    )
+    assert db.version() is None
+    assert db.scalar("SELECT to_regclass('otel_traces')") is None
+
+
+def test_a_reader_role_given_to_a_database_at_head_is_named_in_a_warning(db: Database):
+    db.migrate("upgrade", "head")
+    db.execute("CREATE ROLE late_reader")
+    try:
+        result = db.alembic("-x", "reader_role=late_reader", "upgrade", "head")
+        warning = next(line for line in result.stderr.splitlines() if "late_reader" in line)
+        assert warning.startswith("WARNING")
+        assert "GRANT SELECT ON otel_trace_summaries TO late_reader" in warning
+    finally:
+        db.migrate("downgrade", "base")
+        db.execute("DROP ROLE late_reader")
 
 
 def test_a_role_that_may_not_create_objects_ends_with_one_clear_line(app_db: Database):

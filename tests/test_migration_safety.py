@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cnpg_trace_summaries import contract, migrating
+from cnpg_trace_summaries import contract
 from tests.support.commands import last_line
 from tests.support.database import Database
 from tests.support.processes import (
@@ -91,10 +91,6 @@ def test_a_waiting_migration_shows_its_application_name_then_finds_nothing_left_
     assert result.returncode == 0, result.stderr
     assert "Running upgrade" not in result.stderr
     assert version_rows(db) == [(HEAD,)]
-
-
-def test_migration_sessions_are_named_for_a_dba():
-    assert migrating.APPLICATION_NAME == "cnpg-trace-summaries migration"
 
 
 # -- an application's own Alembic history ------------------------------------------------------

@@ -30,7 +30,7 @@ from functools import partial
 import psycopg
 import pytest
 
-from cnpg_trace_summaries import servers
+from cnpg_trace_summaries import pgcron, servers
 from cnpg_trace_summaries.contract import DEFAULT_CRON_DATABASE
 from tests.support.commands import run_cli
 from tests.support.cron import first_run_after, job_id
@@ -46,10 +46,8 @@ pytestmark = [
     ),
 ]
 
-SCHEDULE_IN_DATABASE = (
-    "GRANT EXECUTE ON FUNCTION cron.schedule_in_database(text, text, text, text, text, boolean) "
-    "TO {}"
-)
+# What an administrator grants `app` in pg_cron's database (the migration's own advice).
+SCHEDULE_GRANTS = pgcron.GRANTS_FOR_SCHEDULE_IN_DATABASE.format(role="{}")
 
 
 @dataclass
@@ -105,14 +103,13 @@ def owned_schema(stack: ExitStack, server, dbname: str, *, read_settings: bool) 
     return stack.enter_context(schema_in(server, dbname, role, ROLE_PASSWORD))
 
 
-def app_database(stack: ExitStack, server, *grants: str) -> Database:
-    """CNPG's layout: a database `app...` owned by a non-superuser login, which has ``grants``
-    in the database pg_cron lives in (run there by the superuser)."""
+def app_database(stack: ExitStack, server) -> Database:
+    """CNPG's layout: a database owned by a non-superuser login, which may schedule its job in
+    the database pg_cron lives in (SCHEDULE_GRANTS, run there by the superuser)."""
     role = stack.enter_context(login_role(server, databases=(server.cron_database,)))
     server.create_database(f"app_{role}", owner=role)
     stack.callback(partial(server.drop_database, f"app_{role}"))
-    for statement in grants:
-        grant(server, server.cron_database, statement, role)
+    grant(server, server.cron_database, SCHEDULE_GRANTS, role, role)
     return Database(server, f"app_{role}", user=role, password=ROLE_PASSWORD)
 
 
@@ -240,17 +237,16 @@ def shapes(cron_server) -> Iterator[dict]:
         cnpg = stack.enter_context(
             local_server("cnpg", pg_cron_database=DEFAULT_CRON_DATABASE, password=PASSWORD)
         )
-        app = app_database(stack, cnpg, "GRANT USAGE ON SCHEMA cron TO {}", SCHEDULE_IN_DATABASE)
+        app = app_database(stack, cnpg)
         found["cnpg_default"] = migrate(app, cnpg, DEFAULT_CRON_DATABASE)
 
         # 3'': pg_cron in a database that only -x cron_database names.
         custom = stack.enter_context(
             local_server("custom", pg_cron_database="scheduler", password=PASSWORD)
         )
-        grants = ("GRANT USAGE ON SCHEMA cron TO {}", SCHEDULE_IN_DATABASE)
-        found["custom_unnamed"] = migrate(app_database(stack, custom, *grants), custom, "scheduler")
+        found["custom_unnamed"] = migrate(app_database(stack, custom), custom, "scheduler")
         found["custom_named"] = migrate(
-            app_database(stack, custom, *grants),
+            app_database(stack, custom),
             custom,
             "scheduler",
             x={"cron_database": "scheduler"},

@@ -72,20 +72,33 @@ def test_status_says_ok_and_exits_0_for_a_fresh_view(summarized: Database):
     assert payload["lag_seconds"] < 60
 
 
-def test_status_exits_2_when_the_view_trails_the_newest_spans(summarized: Database):
+def test_status_exits_2_when_a_span_has_waited_longer_than_two_intervals(summarized: Database):
     # Keep pg_cron from refreshing in the middle of the test.
     summarized.execute(
         "SELECT cron.alter_job(jobid, active := false) FROM cron.job WHERE jobname = %s",
         (summarized.job_name,),
     )
     summarized.execute(
-        "INSERT INTO otel_traces (timestamp, trace_id, span_id) VALUES (now(), 'new', 'root')"
+        "INSERT INTO otel_traces (timestamp, trace_id, span_id) "
+        "VALUES (now() - interval '5 minutes', 'waiting', 'root')"
     )
     result = run_cli("status", "--json", DATABASE_URL=summarized.url)
     assert result.returncode == 2
     payload = json.loads(result.stdout)
     assert payload["healthy"] is False
-    assert any("trail the newest span" in problem for problem in payload["problems"])
+    assert payload["lag_seconds"] >= 300
+    assert any("do not show a span written" in problem for problem in payload["problems"])
+
+
+def test_a_span_that_just_arrived_after_a_quiet_spell_is_not_late(summarized: Database):
+    """The newest trace is ten minutes old; a span arriving now has waited for nothing yet."""
+    summarized.execute(
+        "INSERT INTO otel_traces (timestamp, trace_id, span_id) VALUES (now(), 'new', 'root')"
+    )
+    result = run_cli("status", "--json", DATABASE_URL=summarized.url)
+    payload = json.loads(result.stdout)
+    assert payload["lag_seconds"] < 60
+    assert result.returncode == 0, payload["problems"]
 
 
 def test_status_is_not_ok_when_the_job_has_not_succeeded_within_two_intervals(
@@ -163,3 +176,17 @@ def test_two_refreshers_never_overlap(summarized: Database):
     assert result.returncode == 3
     assert "skipped: another refresher holds the lock" in result.stdout
     assert run_cli("refresh", DATABASE_URL=summarized.url).returncode == 0
+
+
+def test_status_is_not_ok_while_an_interrupted_switch_has_left_something(db: Database):
+    db.migrate("upgrade", "head")
+    db.execute("CREATE MATERIALIZED VIEW otel_trace_summaries_next AS SELECT 1 AS trace_id")
+    result = run_cli("status", "--json", DATABASE_URL=db.url)
+    assert result.returncode == 2
+    problems = json.loads(result.stdout)["problems"]
+    assert problems == [
+        "an interrupted switch left otel_trace_summaries_next: "
+        "run `trace-summaries switch view` to remove it"
+    ]
+    assert run_cli("switch", "view", DATABASE_URL=db.url).returncode == 0
+    assert run_cli("status", DATABASE_URL=db.url).returncode == 0

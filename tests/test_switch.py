@@ -16,15 +16,16 @@ import threading
 import psycopg
 import pytest
 
-from cnpg_trace_summaries import incremental_mode, modes, summaries, view_mode
+from cnpg_trace_summaries import incremental_mode, modes, pgcron, summaries, view_mode
 from cnpg_trace_summaries.contract import REFRESH_FUNCTION, SUMMARIES
 from cnpg_trace_summaries.summary_sql import COLUMN_LIST, window_query
 from tests.support import ROOT
-from tests.support.commands import environment, last_line, run_cli
+from tests.support.commands import environment, run_cli
 from tests.support.data import Ingest
 from tests.support.database import Database
 from tests.support.incremental import Reader, compare, refresh, traces_sql
-from tests.support.roles import ROLE_PASSWORD, login_role
+from tests.support.roles import ROLE_PASSWORD, grant, login_role
+from tests.support.servers import PASSWORD, fresh_database, local_server
 
 SWAPPED = re.compile(r"swapped in (\d+) ms")
 
@@ -152,20 +153,18 @@ def test_the_refresh_job_follows_the_mode(cron_db: Database):
     assert cron_db.scalar("SELECT count(*) FROM cron.job WHERE jobname = %s", (name,)) == 1
 
 
-def test_switching_to_the_mode_already_installed_exits_1_with_one_clear_line(db):
+def test_switching_to_the_mode_already_installed_changes_nothing_and_says_so(db):
     db.migrate("upgrade", "head")
     result = switch(db, "view")
-    assert result.returncode == 1
-    assert result.stderr.strip() == (
-        "trace-summaries: otel_trace_summaries is already in view mode"
+    assert result.returncode == 0, result.stderr
+    assert (
+        result.stdout.strip() == "otel_trace_summaries is already in view mode: nothing to switch"
     )
     db.migrate("downgrade", "-1")
     db.migrate("upgrade", "head", x={"summaries": "incremental"})
     result = switch(db, "incremental")
-    assert (result.returncode, last_line(result)) == (
-        1,
-        "trace-summaries: otel_trace_summaries is already in incremental mode",
-    )
+    assert result.returncode == 0, result.stderr
+    assert "already in incremental mode: nothing to switch" in result.stdout
 
 
 # -- interrupted switches ----------------------------------------------------------------------
@@ -212,11 +211,10 @@ def test_leftovers_of_a_switch_are_removed_by_switching_to_the_installed_mode(vi
          *incremental_mode.create_summaries(modes.NEXT, "_next")],
     )  # fmt: skip
     result = switch(view_db, "view")
-    assert result.returncode == 1
-    assert last_line(result) == (
-        "trace-summaries: otel_trace_summaries is already in view mode; removed what an "
-        f"interrupted switch left: {modes.NEXT}, the incremental mode's triggers on otel_traces, "
-        "functions and tables"
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == (
+        f"removed what an interrupted switch had left: {modes.NEXT}, the incremental mode's "
+        "triggers on otel_traces, functions and tables"
     )
     with view_db.connect(autocommit=True) as conn:
         assert conn.execute(LEFTOVERS).fetchone() == (False, False, 0)
@@ -260,3 +258,56 @@ def test_a_killed_switch_is_repaired_by_switching_again(db):
         assert conn.execute(LEFTOVERS).fetchone() == (False, True, 4)
         outcome = compare(conn, with_rows=False)
         assert outcome.exact, outcome.describe()
+
+
+# -- the job where pg_cron lives in another database ----------------------------------------------
+@pytest.fixture
+def cnpg_app(cron_server):
+    """CNPG's default layout: pg_cron in postgres, `app` may schedule there, reads no settings."""
+    with (
+        local_server(
+            "switch-cnpg", cron_server.install, pg_cron_database="postgres", password=PASSWORD
+        ) as cluster,
+        login_role(cluster, databases=("postgres",)) as role,
+        fresh_database(cluster, "app", owner=role) as name,
+    ):
+        yield cluster, Database(cluster, name, user=role, password=ROLE_PASSWORD)
+
+
+SCHEDULE_GRANTS = pgcron.GRANTS_FOR_SCHEDULE_IN_DATABASE.format(role="{}")
+
+
+def job_command(cluster, database: Database) -> str | None:
+    with cluster.connect("postgres") as conn:
+        row = conn.execute(
+            "SELECT command FROM cron.job WHERE jobname = %s", (database.job_name,)
+        ).fetchone()
+    return row and row[0]
+
+
+def test_in_cnpgs_default_layout_the_job_in_postgres_follows_the_mode(cnpg_app):
+    cluster, app = cnpg_app
+    grant(cluster, "postgres", SCHEDULE_GRANTS, app.role, app.role)
+    app.migrate("upgrade", "head")
+    assert job_command(cluster, app).startswith("REFRESH MATERIALIZED VIEW CONCURRENTLY")
+    result = switch(app, "incremental")
+    assert result.returncode == 0, result.stderr
+    assert job_command(cluster, app) == f"CALL public.{REFRESH_FUNCTION}()"
+    assert switch(app, "view").returncode == 0
+    assert job_command(cluster, app).startswith("REFRESH MATERIALIZED VIEW CONCURRENTLY")
+
+
+def test_a_switch_that_cannot_move_the_job_fails_and_says_the_job_still_runs_the_old_command(
+    cnpg_app,
+):
+    cluster, app = cnpg_app
+    grant(cluster, "postgres", SCHEDULE_GRANTS, app.role, app.role)
+    app.migrate("upgrade", "head")
+    grant(cluster, "postgres", "REVOKE USAGE ON SCHEMA cron FROM {}", app.role)
+    result = switch(app, "incremental")
+    assert result.returncode == 1
+    line = result.stderr.strip()
+    assert line.startswith("trace-summaries: switched otel_trace_summaries to incremental mode")
+    assert "still runs the view mode's command" in line
+    assert "username => " in line  # the statement an administrator can run for the role
+    assert installed(app) == "incremental"

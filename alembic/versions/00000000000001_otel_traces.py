@@ -62,7 +62,6 @@ Waits
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
 from alembic import context, op
 
 from cnpg_trace_summaries import options
@@ -176,7 +175,8 @@ WITH store AS (
     -- when every partition's is attached, and new partitions get theirs from it.
     SELECT m.name, m.definition, ch.oid AS partition, ch.relkind,
            format('%I.%I', chn.nspname, ch.relname) AS qualified,
-           format('%I.%I', chn.nspname, left(m.name, 40) || '_' || left(md5(CAST(ch.oid AS text)), 8)) AS index_name,
+           chn.nspname AS partition_schema,
+           left(m.name, 40) || '_' || left(md5(CAST(ch.oid AS text)), 8) AS index_name,
            (SELECT x.oid FROM pg_class AS x JOIN pg_index AS xi ON xi.indexrelid = x.oid
             WHERE x.relnamespace = ch.relnamespace AND NOT xi.indisvalid
               AND x.relname = left(m.name, 40) || '_' || left(md5(CAST(ch.oid AS text)), 8)) AS leftover
@@ -218,12 +218,13 @@ SELECT statement FROM (
                             format('partition %s of otel_traces is itself partitioned: build %s on it '
                                    'by hand (an index ON ONLY it, one per partition, attached), then upgrade again',
                                    qualified, name))
-                ELSE format('CREATE INDEX CONCURRENTLY IF NOT EXISTS %s ON %s %s',
-                            substr(index_name, strpos(index_name, '.') + 1), qualified, definition) END
+                ELSE format('CREATE INDEX CONCURRENTLY IF NOT EXISTS %I ON %s %s',
+                            index_name, qualified, definition) END
     FROM partitions
     UNION ALL
     SELECT 4, name, CAST(partition AS bigint), 3,
-           format('ALTER INDEX %I.%I ATTACH PARTITION %s', current_schema(), name, index_name)
+           format('ALTER INDEX %I.%I ATTACH PARTITION %I.%I', current_schema(), name,
+                  partition_schema, index_name)
     FROM partitions
 ) AS plan
 WHERE (SELECT oid FROM store) IS NOT NULL
@@ -261,7 +262,9 @@ BEGIN
     IF NOT allow_data_loss AND EXISTS (SELECT 1 FROM otel_traces) THEN
         RAISE EXCEPTION 'otel_traces holds spans; the downgrade will not drop them'
             USING HINT = 'Move the spans elsewhere first, or run the downgrade with '
-                         '-x drop_trace_data=yes to drop the table and its spans.';
+                         '-x drop_trace_data=yes to drop the table and its spans. (A downgrade to '
+                         'base has undone the revisions above this one already: the database is '
+                         'at 00000000000001, without the summaries.)';
     END IF;
     DROP TABLE otel_traces;
 END
@@ -283,7 +286,9 @@ def run_planned(plan: str) -> None:
             op.execute(plan + "\\gexec\n--")
         return
     bind = op.get_bind()
-    statements = bind.execute(sa.text(plan)).scalars().all()
+    # As written: the server's names may hold ':' or '%', which are not parameters here.
+    as_written = {"no_parameters": True}
+    statements = bind.exec_driver_sql(plan, execution_options=as_written).scalars().all()
     if not statements:
         return
     lock_timeout = options.from_alembic("lock_timeout")
@@ -294,10 +299,12 @@ def run_planned(plan: str) -> None:
         try:
             for statement in statements:
                 wait = patient if " CONCURRENTLY " in statement else lock_timeout
-                bind.execute(sa.text(f"SET lock_timeout = '{wait}'"))
-                bind.execute(sa.text(statement))
+                bind.exec_driver_sql(f"SET lock_timeout = '{wait}'", execution_options=as_written)
+                bind.exec_driver_sql(statement, execution_options=as_written)
         finally:
-            bind.execute(sa.text(f"SET lock_timeout = '{lock_timeout}'"))
+            bind.exec_driver_sql(
+                f"SET lock_timeout = '{lock_timeout}'", execution_options=as_written
+            )
 
 
 def upgrade() -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
 import signal
 import sys
@@ -29,7 +30,8 @@ import psycopg
 from sqlalchemy import create_engine, exc, pool
 from sqlalchemy.engine import URL
 
-from cnpg_trace_summaries import demo, health, migrating, modes, options, summaries
+from cnpg_trace_summaries import __version__, demo, health, migrating, modes, options, summaries
+from cnpg_trace_summaries.contract import FALLBACK_REFRESHER, REFRESH_INTERVAL_SECONDS, SUMMARIES
 from cnpg_trace_summaries.database import (
     ConfigError,
     describe_database_error,
@@ -66,7 +68,11 @@ def cmd_local(args: argparse.Namespace) -> int:
     cluster = LocalCluster.from_checkout()
     if args.action == "start":
         cluster.start()
-        print(f"local PostgreSQL is running: {cluster.libpq_url()}")
+        state = cluster.state()
+        print(
+            f"local PostgreSQL is running on 127.0.0.1:{state.port} "
+            "(its URL, with the password: trace-summaries local url)"
+        )
     elif args.action == "stop":
         print("local PostgreSQL stopped" if cluster.stop() else "local PostgreSQL was not running")
     elif args.action == "status":
@@ -128,7 +134,7 @@ def print_listing(conn: psycopg.Connection, *, limit: int, as_json: bool) -> Non
     mode = summaries.require_mode(conn)
     rows = summaries.newest(conn, limit)
     job, *_, note = health.find_job(conn, cron_database())
-    total = conn.execute("SELECT count(*) FROM otel_trace_summaries").fetchone()[0]
+    total = conn.execute(f"SELECT count(*) FROM {SUMMARIES}").fetchone()[0]
     if as_json:
         print(
             json.dumps(
@@ -198,24 +204,29 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     return refresh_forever(args.every, full=args.full)
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def describe_outcome(outcome: summaries.RefreshOutcome) -> str:
     stamp = time.strftime("%H:%M:%S")
     if not outcome.refreshed:
         return f"{stamp} skipped: {outcome.reason}"
     if outcome.mode == "view":
+        # --full changes nothing here: a materialized view's refresh is always complete.
         return f"{stamp} refreshed otel_trace_summaries concurrently in {outcome.seconds:.2f}s"
     detail = outcome.detail
+    written = plural(detail.get("upserted", 0), "row")
+    deleted = f"{detail.get('deleted', 0):,} deleted"
     if detail.get("kind") == "full":
         what = (
-            f"rebuilt in {detail.get('ranges')} range(s) ({outcome.reason}): "
-            f"{detail.get('upserted', 0):,} rows written, {detail.get('deleted', 0):,} deleted"
+            f"rebuilt everything in {plural(detail.get('ranges', 1), 'range')} "
+            f"({outcome.reason}): {written} written, {deleted}"
         )
     else:
-        what = (
-            f"{detail.get('keys', 0):,} traces recomputed, {detail.get('upserted', 0):,} rows "
-            f"written, {detail.get('deleted', 0):,} deleted"
-        )
-    return f"{stamp} refreshed otel_trace_summaries incrementally in {outcome.seconds:.2f}s: {what}"
+        what = f"{plural(detail.get('keys', 0), 'trace')} recomputed, {written} written, {deleted}"
+    took = f"{outcome.seconds:.2f}s"
+    return f"{stamp} refreshed otel_trace_summaries (incremental mode) in {took}: {what}"
 
 
 def refresh_forever(every: float, *, full: bool = False) -> int:
@@ -263,8 +274,13 @@ def refresh_forever(every: float, *, full: bool = False) -> int:
 
 # -- status ---------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace) -> int:
-    with connect(autocommit=True) as conn:
-        report = health.health(conn, args.schedule_seconds, cron_database())
+    try:
+        with connect(autocommit=True) as conn:
+            report = health.health(conn, args.schedule_seconds, cron_database())
+    except (CommandError, summaries.NotInstalledError, psycopg.Error) as error:
+        if args.json:  # a monitoring check that reads JSON gets JSON, then exit status 1
+            print(json.dumps({"healthy": False, "problems": [" ".join(str(error).split())]}))
+        raise
     if args.json:
         print(json.dumps(health_payload(report), default=_json_default, indent=2))
     else:
@@ -283,7 +299,7 @@ def health_payload(report: health.Health) -> dict[str, Any]:
         "size_bytes": report.size_bytes,
         "populated": report.populated,
         "installed_at": report.installed_at,
-        "newest_trace_in_view": report.newest_in_view,
+        "newest_trace": report.newest_in_view,
         "newest_span": report.newest_span,
         "lag_seconds": report.lag_seconds,
         "stale_after_seconds": report.stale_after_seconds,
@@ -319,14 +335,14 @@ def render_health(report: health.Health) -> str:
         lines += [
             f"  last refresh       {inc.last_refresh_kind or '-'} {_ago(inc.last_refresh_at, now)}"
             f"{took}",
-            f"  backlog            {inc.backlog:,} changed trace ids queued",
+            f"  backlog            {plural(inc.backlog, 'changed trace id')} queued",
         ]
         if inc.rebuild_requested:
             lines.append(f"  rebuild pending    {inc.rebuild_requested}")
     if report.job is None:
         lines.append(
             f"  pg_cron job        none ({report.cron_note}): refresh with "
-            "`trace-summaries refresh --every 120` or a CronJob"
+            f"`{FALLBACK_REFRESHER}` or a CronJob"
         )
     else:
         job = report.job
@@ -369,7 +385,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 # -- switch -----------------------------------------------------------------------
 def cmd_switch(args: argparse.Namespace) -> int:
     try:
-        lock_timeout = options.duration(args.lock_timeout)
+        lock_timeout = options.duration(args.lock_timeout or options.value("lock_timeout", {}))
     except ValueError as error:
         raise CommandError(f"--lock-timeout must be {error}") from None
     url = resolve_database_url()
@@ -379,7 +395,6 @@ def cmd_switch(args: argparse.Namespace) -> int:
         poolclass=pool.NullPool,
         connect_args={"application_name": f"{migrating.APPLICATION_NAME}: switch"},
     )
-    print(f"switching otel_trace_summaries to {args.mode} mode on {safe_url}", flush=True)
     try:
         with engine.connect() as connection:
             migrating.configure_session(connection, lock_timeout)
@@ -398,23 +413,37 @@ def cmd_switch(args: argparse.Namespace) -> int:
         raise CommandError(describe_database_error(error, safe_url)) from None
     finally:
         engine.dispose()
+    if not report.switched:
+        print(f"otel_trace_summaries is already in {report.target} mode: nothing to switch")
+        if report.removed:
+            print(f"removed what an interrupted switch had left: {report.removed}")
+        return 0
     print(
-        f"switched from {report.source} to {report.target} mode: built beside the old one in "
-        f"{report.build_seconds:.1f}s, swapped in {report.swap_seconds * 1000:.0f} ms"
+        f"switched otel_trace_summaries from {report.source} to {report.target} mode on "
+        f"{safe_url}: built beside the old one in {report.build_seconds:.1f}s, swapped in "
+        f"{report.swap_seconds * 1000:.0f} ms"
     )
     if report.job:
         print(report.job)
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """Usage errors end like every other error: one line, exit status 1 (2 means unhealthy)."""
+
+    def error(self, message: str):
+        self.exit(1, f"{self.prog}: {message} (see {PROG} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=PROG,
         description="Trace summaries for an OpenTelemetry span store on PostgreSQL. "
         "Connects to DATABASE_URL, or to the local cluster of `make run`.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     status = sub.add_parser(
         "status",
@@ -424,8 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--schedule-seconds",
         type=float,
-        default=120,
-        help="the refresh schedule; stale after twice this (120)",
+        default=REFRESH_INTERVAL_SECONDS,
+        help=f"the refresh schedule; stale after twice this ({REFRESH_INTERVAL_SECONDS})",
     )
     status.set_defaults(func=cmd_status)
 
@@ -464,8 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     switch.add_argument("mode", choices=["view", "incremental"])
     switch.add_argument(
         "--lock-timeout",
-        default=options.value("lock_timeout", {}),
-        help="how long the swap may wait for its locks (default: the migrations' lock_timeout)",
+        help="how long the swap may wait for its locks (default: the migrations' lock_timeout, "
+        f"{options.OPTIONS['lock_timeout'].env} or {options.OPTIONS['lock_timeout'].default})",
     )
     switch.set_defaults(func=cmd_switch)
 
@@ -493,6 +522,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return args.func(args)
+    except BrokenPipeError:
+        # `trace-summaries status | head`: the reader left; stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (
         CommandError,
         ConfigError,

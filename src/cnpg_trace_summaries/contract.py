@@ -100,6 +100,9 @@ WINDOW = "7 days"
 WINDOW_DAYS = 7
 REFRESH_SCHEDULE = "*/2 * * * *"
 REFRESH_INTERVAL_SECONDS = 120
+REFRESH_EVERY = f"every {REFRESH_INTERVAL_SECONDS // 60} minutes"  # for people, in messages
+# What refreshes where pg_cron does not.
+FALLBACK_REFRESHER = f"trace-summaries refresh --every {REFRESH_INTERVAL_SECONDS}"
 
 # pg_cron's default database, and CloudNativePG's.
 DEFAULT_CRON_DATABASE = "postgres"

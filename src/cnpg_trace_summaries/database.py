@@ -42,10 +42,20 @@ def normalize_url(raw: str) -> URL:
         )
     try:
         url = make_url("postgresql+psycopg://" + value.partition("://")[2])
-        url.port  # noqa: B018  -- make_url parses the port lazily; force it now
-    except (exc.ArgumentError, ValueError) as error:
+    except exc.ArgumentError as error:
         raise ConfigError(f"DATABASE_URL is malformed ({error}): {_redact(value)!r}") from None
+    try:
+        url.port  # noqa: B018  -- make_url parses the port lazily; force it now
+    except ValueError:
+        raise ConfigError(
+            f"DATABASE_URL is malformed: its port is not a number: {_redact(value)!r}"
+        ) from None
     return url
+
+
+def safe_url(url: URL) -> str:
+    """``url`` to show a person: no password, in the user part or in the query."""
+    return _redact(url.render_as_string(hide_password=True))
 
 
 def resolve_database_url(
@@ -62,6 +72,11 @@ def resolve_database_url(
         return normalize_url(raw)
     local = localdb.LocalCluster.from_checkout()
     if local.is_initialised():
+        if require_reachable_local and not local.is_running():
+            raise ConfigError(
+                "DATABASE_URL is not set and the local cluster of `make run` is stopped; "
+                "start it with `make run` (or `trace-summaries local start`), or set DATABASE_URL"
+            )
         return make_url(local.url())
     if not require_reachable_local:
         return make_url("postgresql+psycopg://")
@@ -85,6 +100,12 @@ def describe_database_error(error: exc.DBAPIError, safe_url: str) -> str:
     line = f"migration failed on {safe_url}: {primary} (SQLSTATE {orig.sqlstate})"
     if diag.message_hint:
         line += f"; hint: {' '.join(diag.message_hint.split())}"
+    elif orig.sqlstate == "55P03":
+        line += (
+            "; another session holds a lock this step needs (a long query or refresh on "
+            "otel_traces or otel_trace_summaries): try again when it is done, or allow a longer "
+            "wait with -x lock_timeout=..."
+        )
     return line
 
 
@@ -118,4 +139,5 @@ def install_notice_logger(connection: Connection) -> Iterator[None]:
 
 def _redact(value: str) -> str:
     """Hide a password in a URL-ish string before it is echoed back."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", value)
+    value = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", value)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", value)

@@ -14,9 +14,8 @@ from datetime import datetime
 
 import psycopg
 
-from cnpg_trace_summaries import pgcron
+from cnpg_trace_summaries import modes, pgcron
 from cnpg_trace_summaries.contract import (
-    CAPTURE_TRIGGERS,
     DIRTY_TABLE,
     REFRESH_INTERVAL_SECONDS,
     STATE_TABLE,
@@ -54,6 +53,13 @@ LEFT JOIN pg_matviews AS m ON m.schemaname = current_schema() AND m.matviewname 
 WHERE c.oid = to_regclass(format('%I.{SUMMARIES}', current_schema()))
 """
 
+# The first span the summaries do not show yet: written after their newest trace.
+FIRST_UNSEEN_SQL = f"""
+SELECT min("timestamp") FROM {TRACES_TABLE}
+WHERE "timestamp" > coalesce(%s, now() - interval '{WINDOW}') AND "timestamp" <= now()
+  AND trace_id <> ''
+"""
+
 NEWEST_SPAN_SQL = f"""
 SELECT max("timestamp") FROM {TRACES_TABLE}
 WHERE "timestamp" > now() - interval '{WINDOW}' AND "timestamp" <= now() AND trace_id <> ''
@@ -63,12 +69,6 @@ STATE_SQL = f"""
 SELECT window_boundary, rebuild_requested, rebuild_requested_at, last_refresh_at, last_refresh_kind,
        last_refresh_seconds, last_refresh_keys, (SELECT count(*) FROM {DIRTY_TABLE})
 FROM {STATE_TABLE}
-"""
-
-LEFTOVER_TRIGGERS_SQL = f"""
-SELECT count(*) FROM pg_trigger
-WHERE tgrelid = to_regclass(format('%%I.{TRACES_TABLE}', current_schema()))
-  AND tgname = ANY(%s)
 """
 
 INSTALLED_AT = re.compile(r"installed at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)")
@@ -125,6 +125,7 @@ class Health:
     installed_at: datetime | None
     newest_in_view: datetime | None
     newest_span: datetime | None
+    first_unseen: datetime | None
     cron_database: str | None
     cron_note: str
     job: RefreshJob | None
@@ -136,12 +137,14 @@ class Health:
 
     @property
     def lag_seconds(self) -> float:
-        """How far the newest trace in the summaries trails the newest span in the window."""
-        if self.newest_span is None:
+        """How long the oldest span the summaries do not show yet has waited for them.
+
+        Not the gap between the newest span and the newest trace: after a quiet
+        spell that gap is large the moment a span arrives, though nothing is late.
+        """
+        if self.first_unseen is None:
             return 0.0
-        if self.newest_in_view is None:
-            return (self.checked_at - self.newest_span).total_seconds()
-        return max(0.0, (self.newest_span - self.newest_in_view).total_seconds())
+        return max(0.0, (self.checked_at - self.first_unseen).total_seconds())
 
     @property
     def healthy(self) -> bool:
@@ -201,6 +204,7 @@ def health(
             f'SELECT count(*), max("timestamp") FROM {SUMMARIES}'
         ).fetchone()
     newest_span = conn.execute(NEWEST_SPAN_SQL).fetchone()[0]
+    first_unseen = conn.execute(FIRST_UNSEEN_SQL, (newest_in_view,)).fetchone()[0]
     found = INSTALLED_AT.search(comment or "")
     installed_at = datetime.fromisoformat(found.group(1).replace("Z", "+00:00")) if found else None
     incremental = None
@@ -244,10 +248,14 @@ def health(
                 "no incremental refresh has finished in the last "
                 f"{stale_after:.0f}s (last: {incremental.last_refresh_at or 'never'})"
             )
-    elif conn.execute(LEFTOVER_TRIGGERS_SQL, (list(CAPTURE_TRIGGERS.values()),)).fetchone()[0]:
+    next_left, machinery_left = conn.execute(modes.LEFTOVERS_SQL).fetchone()
+    left = [modes.NEXT] if next_left else []
+    if mode == "view" and machinery_left:
+        left.append("the incremental mode's triggers and tables")
+    if left:
         problems.append(
-            "capture triggers of the incremental mode are on otel_traces, but the summaries are a "
-            "materialized view: an interrupted switch; run `trace-summaries switch` again"
+            f"an interrupted switch left {' and '.join(left)}: "
+            f"run `trace-summaries switch {mode}` to remove it"
         )
     result = Health(
         checked_at=checked_at,
@@ -258,6 +266,7 @@ def health(
         installed_at=installed_at,
         newest_in_view=newest_in_view,
         newest_span=newest_span,
+        first_unseen=first_unseen,
         cron_database=where,
         cron_note=note,
         job=job,
@@ -269,7 +278,7 @@ def health(
     )
     if result.lag_seconds > stale_after:
         problems.append(
-            f"the summaries trail the newest span by {result.lag_seconds:.0f}s "
+            f"the summaries do not show a span written {result.lag_seconds:.0f}s ago "
             f"(> {stale_after:.0f}s)"
         )
     return replace(result, problems=tuple(problems))

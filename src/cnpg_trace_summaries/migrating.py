@@ -118,3 +118,35 @@ def mode_mismatch(connection: Connection, requested: str, explicit: bool) -> str
         f"option only chooses the mode of a new install; switch this one with "
         f"`trace-summaries switch {requested}`"
     )
+
+
+def missing_role(connection: Connection, role: str) -> str | None:
+    """One line when the reader role a migration should grant to does not exist."""
+    found = connection.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :role"), {"role": role})
+    exists = found.first() is not None
+    connection.rollback()
+    if exists:
+        return None
+    return f"-x reader_role: role {role!r} does not exist; create it first, or leave the option out"
+
+
+def reader_role_warning(connection: Connection, role: str) -> str | None:
+    """A warning when the summaries exist but ``role`` may not read them.
+
+    The grant is part of installing the summaries: on a database already at
+    head, the option alone changes nothing.
+    """
+    if modes.installed(connection.connection.driver_connection) is None:
+        connection.rollback()
+        return None
+    may_read = connection.execute(
+        text("SELECT has_table_privilege(:role, :relation, 'SELECT')"),
+        {"role": role, "relation": modes.SUMMARIES},
+    ).scalar_one()
+    connection.rollback()
+    if may_read:
+        return None
+    return (
+        f"{role} may not read otel_trace_summaries: reader_role is granted when the summaries are "
+        f"installed; on this database run GRANT SELECT ON otel_trace_summaries TO {role}"
+    )

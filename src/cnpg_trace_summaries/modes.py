@@ -166,6 +166,11 @@ SELECT to_regclass(format('%I.{NEXT}', current_schema())) IS NOT NULL,
 """
 
 
+NotInstalledMessage = (
+    "otel_trace_summaries does not exist in this database; run `alembic upgrade head` first"
+)
+
+
 class SwitchError(Exception):
     """The switch cannot go on; the message says why, and what is left as it was."""
 
@@ -174,9 +179,14 @@ class SwitchError(Exception):
 class SwitchReport:
     source: str
     target: str
-    swap_seconds: float
-    build_seconds: float
-    job: str
+    swap_seconds: float = 0.0
+    build_seconds: float = 0.0
+    job: str = ""
+    removed: str = ""  # what an interrupted switch had left, when nothing else was to do
+
+    @property
+    def switched(self) -> bool:
+        return self.source != self.target
 
 
 def _run(connection: Connection, statements: list[str]) -> None:
@@ -202,13 +212,9 @@ def switch(
     source = installed(raw)
     connection.rollback()
     if source is None:
-        raise SwitchError("otel_trace_summaries does not exist here; run `alembic upgrade head`")
+        raise SwitchError(NotInstalledMessage)
     if source == target:
-        removed = _remove_leftovers(connection, source)
-        raise SwitchError(
-            f"otel_trace_summaries is already in {target} mode"
-            + (f"; removed what an interrupted switch left: {removed}" if removed else "")
-        )
+        return SwitchReport(source, target, removed=_remove_leftovers(connection, source))
     location = pgcron.locate(raw, cron_database)
     connection.rollback()
 
@@ -265,13 +271,12 @@ def switch(
                                              cron_database=cron_database or None))  # fmt: skip
     swap_seconds = _swap(connection, swap, swap_attempts)
 
-    job = ""
+    job, job_error = "", None
     if pgcron.elsewhere(location):
         try:
             job = pgcron.schedule_elsewhere(raw, location, target)
         except pgcron.CronError as error:
-            job = f"WARNING: {error}"
-        connection.rollback()
+            job_error = error
     catch_up = (
         f"CALL {REFRESH_FUNCTION}()"
         if target == "incremental"
@@ -279,6 +284,12 @@ def switch(
     )
     autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
     autocommit.execute(text(catch_up))
+    if job_error is not None:
+        # The old job now runs a command for the other mode, and fails: say so, and fail.
+        raise SwitchError(
+            f"switched otel_trace_summaries to {target} mode, but its pg_cron job still runs the "
+            f"{source} mode's command: {job_error}"
+        )
     return SwitchReport(source, target, swap_seconds, build_seconds, job)
 
 

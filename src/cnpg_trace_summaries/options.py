@@ -14,7 +14,12 @@ from dataclasses import dataclass
 
 from cnpg_trace_summaries.contract import MODES
 
-_DURATION = re.compile(r"^\d+\s*(us|ms|s|min|h|d)?$")
+_DURATION = re.compile(r"^(\d+)\s*(us|ms|s|min|h|d)?$")
+_MILLISECONDS = {
+    "us": 0.001, "ms": 1, None: 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000,
+}  # fmt: skip
+# PostgreSQL keeps a timeout in an int of milliseconds; 0 means no timeout at all.
+_LONGEST_MS = 2**31 - 1
 
 
 class OptionError(Exception):
@@ -22,9 +27,14 @@ class OptionError(Exception):
 
 
 def duration(raw: str) -> str:
+    """A positive timeout PostgreSQL accepts (0 would turn the timeout off: never wanted here)."""
     value = raw.strip()
-    if not _DURATION.match(value):
+    found = _DURATION.match(value)
+    if not found:
         raise ValueError("a number with an optional unit (ms, s, min, h), like 5s")
+    milliseconds = int(found.group(1)) * _MILLISECONDS[found.group(2)]
+    if not 1 <= milliseconds <= _LONGEST_MS:
+        raise ValueError("at least 1ms and at most 24 days (0 would mean: wait forever)")
     return value
 
 

@@ -32,6 +32,8 @@ from psycopg import conninfo, sql
 
 from cnpg_trace_summaries.contract import (
     DEFAULT_CRON_DATABASE,
+    FALLBACK_REFRESHER,
+    REFRESH_EVERY,
     REFRESH_SCHEDULE,
     job_name_sql,
     refresh_command,
@@ -43,6 +45,8 @@ FACTS_SQL = f"""
 SELECT current_database() AS database,
        current_user AS role,
        {job_name_sql()} AS job_name,
+       {refresh_command("current_schema()", "view")} AS view_command,
+       {refresh_command("current_schema()", "incremental")} AS incremental_command,
        EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') AS extension_here,
        (SELECT setting FROM pg_settings WHERE name = 'cron.database_name') AS cron_database,
        (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
@@ -121,16 +125,15 @@ def elsewhere(location: Location | None) -> bool:
     return location is not None and location.database is not None and not location.here
 
 
-def command(conn: psycopg.Connection, mode: str) -> str:
-    return conn.execute(f"SELECT {refresh_command('current_schema()', mode)}").fetchone()[0]
-
-
-def schedule_statement(job_name: str, refresh: str, database: str) -> str:
-    return (
-        sql.SQL("SELECT cron.schedule_in_database({}, {}, {}, {})")
-        .format(job_name, REFRESH_SCHEDULE, refresh, database)
-        .as_string(None)
+def schedule_statement(job_name: str, refresh: str, database: str, username: str = "") -> str:
+    """cron.schedule_in_database(...); with ``username``, as an administrator runs it for that role
+    (so that the job is the role's own, which its downgrade can remove)."""
+    call = sql.SQL("SELECT cron.schedule_in_database({}, {}, {}, {}").format(
+        job_name, REFRESH_SCHEDULE, refresh, database
     )
+    if username:
+        call += sql.SQL(", username => {}").format(username)
+    return (call + sql.SQL(")")).as_string(None)
 
 
 def schedule_elsewhere(conn: psycopg.Connection, location: Location, mode: str) -> str:
@@ -140,22 +143,21 @@ def schedule_elsewhere(conn: psycopg.Connection, location: Location, mode: str) 
     administrator needs when this role may not.
     """
     job_name, database = location.facts["job_name"], location.facts["database"]
-    refresh = command(conn, mode)
-    statement = schedule_statement(job_name, refresh, database)
+    refresh = location.facts[f"{mode}_command"]
     try:
         with connect_to(conn, location.database, autocommit=True) as cron:
-            cron.execute(statement)
+            cron.execute(schedule_statement(job_name, refresh, database))
     except psycopg.Error as error:
-        role = quote_ident(location.facts["role"])
+        role = location.facts["role"]
         raise CronError(
             f"could not schedule the refresh in database {location.database}, where pg_cron lives "
             f"({location.how}): {' '.join(str(error).split())}. Ask an administrator to run "
-            f"there: {statement}; or to grant what it takes: "
-            f"{GRANTS_FOR_SCHEDULE_IN_DATABASE.format(role=role)}"
+            f"there: {schedule_statement(job_name, refresh, database, role)}; or to grant what "
+            f"it takes: {GRANTS_FOR_SCHEDULE_IN_DATABASE.format(role=quote_ident(role))}"
         ) from None
     return (
         f'pg_cron job "{job_name}" scheduled in database {location.database} '
-        f"({location.how}): {refresh} every 2 minutes ({REFRESH_SCHEDULE})"
+        f"({location.how}): {refresh} {REFRESH_EVERY} ({REFRESH_SCHEDULE})"
     )
 
 
@@ -204,10 +206,12 @@ DECLARE
     job_name constant text := {job_name_sql()};
     refresh constant text := {refresh_command("current_schema()", mode)};
     require_refresh constant boolean := {"true" if require_refresh else "false"};
-    schedule_there constant text := format('SELECT cron.schedule_in_database(%L, %L, %L, %L)',
-        job_name, '{REFRESH_SCHEDULE}', refresh, current_database());
+    -- As an administrator runs it for this role, so that the job is this role's own.
+    schedule_there constant text := format(
+        'SELECT cron.schedule_in_database(%L, %L, %L, %L, username => %L)',
+        job_name, '{REFRESH_SCHEDULE}', refresh, current_database(), current_user);
     manual constant text := 'automatic refresh of otel_trace_summaries is OFF and manual refresh is required: '
-        'run "' || refresh || '" every 2 minutes (or "trace-summaries refresh --every 120")';
+        'run "' || refresh || '" {REFRESH_EVERY} (or "{FALLBACK_REFRESHER}")';
     -- pg_settings hides pg_cron's settings from roles that may not read them: NULL then.
     cron_database constant text := coalesce(
         (SELECT setting FROM pg_settings WHERE name = 'cron.database_name'), {_literal(cron_database)});
@@ -234,7 +238,7 @@ BEGIN
     IF has_extension THEN
         BEGIN
             PERFORM cron.schedule(job_name, '{REFRESH_SCHEDULE}', refresh);
-            RAISE NOTICE 'pg_cron job "%" scheduled: % every 2 minutes ({REFRESH_SCHEDULE})', job_name, refresh;
+            RAISE NOTICE 'pg_cron job "%" scheduled: % {REFRESH_EVERY} ({REFRESH_SCHEDULE})', job_name, refresh;
             IF background_workers = 'off' THEN
                 RAISE NOTICE 'cron.use_background_workers is off: pg_cron jobs connect over libpq to cron.host (%) '
                     'as %, which needs a matching pg_hba.conf rule or a password file for the server user; '
@@ -268,7 +272,7 @@ BEGIN
     IF require_refresh THEN
         RAISE EXCEPTION 'no pg_cron job will refresh otel_trace_summaries (require_refresh=yes): %', problem
             USING HINT = 'Fix what the message says and upgrade again, or upgrade without '
-                         '-x require_refresh=yes and refresh another way (trace-summaries refresh --every 120).';
+                         '-x require_refresh=yes and refresh another way ({FALLBACK_REFRESHER}).';
     END IF;
     RAISE NOTICE '%: %', problem, manual USING ERRCODE = '01000';
 END

@@ -285,7 +285,9 @@ def libpq_url(
     auth = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
     url = f"postgresql://{auth}@{host}:{port}/{quote(dbname, safe='')}"
     if schema:
-        url += "?options=" + quote(f"-csearch_path={schema}")
+        # A quoted identifier (any name), with the spaces escaped for libpq's options.
+        name = sql.Identifier(schema).as_string(None).replace("\\", "\\\\").replace(" ", "\\ ")
+        url += "?options=" + quote(f"-csearch_path={name}", safe="")
     return url
 
 

@@ -6,7 +6,6 @@ summaries' schema, and return plain data; printing is the console command's.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,9 +41,7 @@ class NotInstalledError(LookupError):
 def require_mode(conn: psycopg.Connection) -> str:
     mode = modes.installed(conn)
     if mode is None:
-        raise NotInstalledError(
-            "otel_trace_summaries does not exist in this database; run `alembic upgrade head` first"
-        )
+        raise NotInstalledError(modes.NotInstalledMessage)
     return mode
 
 
@@ -196,7 +193,3 @@ def verify(conn: psycopg.Connection) -> Verification:
     return Verification(
         mode, exact, rows, boundary, pending, missing, unexpected, examples, note=note
     )
-
-
-def outcome_json(outcome: RefreshOutcome) -> str:
-    return json.dumps(outcome.__dict__, default=str)

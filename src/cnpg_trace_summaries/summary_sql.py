@@ -22,16 +22,16 @@ same span. ``COLLATE "C"`` also sorts ``service_set`` in byte order.
 
 from __future__ import annotations
 
-from cnpg_trace_summaries.contract import SUMMARY_COLUMNS, TRACES_TABLE, WINDOW
+from cnpg_trace_summaries.contract import STATUS_ERROR, SUMMARY_COLUMNS, TRACES_TABLE, WINDOW
 
-AGGREGATES = """max("timestamp") AS last_span_at,
+AGGREGATES = f"""max("timestamp") AS last_span_at,
         min(start_time_unix_nano) AS start_time_unix_nano,
         max(end_time_unix_nano) AS end_time_unix_nano,
         coalesce(
             array_agg(DISTINCT service_name COLLATE "C") FILTER (WHERE service_name IS NOT NULL),
-            CAST('{}' AS text[])) AS service_set,
+            CAST('{{}}' AS text[])) AS service_set,
         count(*) AS span_count,
-        count(*) FILTER (WHERE status_code = 2) AS error_count,
+        count(*) FILTER (WHERE status_code = {STATUS_ERROR}) AS error_count,
         min(ARRAY[
                 CASE WHEN start_time_unix_nano IS NULL THEN 'z'
                      ELSE lpad(to_hex(start_time_unix_nano # CAST(x'8000000000000000' AS bigint)), 16, '0')

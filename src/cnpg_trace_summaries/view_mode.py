@@ -7,7 +7,13 @@ one and renames it at the swap.
 
 from __future__ import annotations
 
-from cnpg_trace_summaries.contract import CREATED_MARKER, SUMMARIES, SUMMARY_INDEXES
+from cnpg_trace_summaries.contract import (
+    CREATED_MARKER,
+    REFRESH_EVERY,
+    SUMMARIES,
+    SUMMARY_INDEXES,
+    WINDOW,
+)
 from cnpg_trace_summaries.summary_sql import window_query
 
 # Autovacuum: every concurrent refresh deletes the rows of traces that left
@@ -61,10 +67,10 @@ def comment(kind: str, mode: str, relation: str = SUMMARIES) -> str:
 DO $comment$
 BEGIN
     EXECUTE format('COMMENT ON {kind} %I.%I IS %L', current_schema(), '{relation}',
-        'One row per trace over the last 7 days of otel_traces ({CREATED_MARKER}, '
+        'One row per trace over the last {WINDOW} of otel_traces ({CREATED_MARKER}, '
         'revision 00000000000007, {mode} mode, installed at '
         || to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') || '). '
-        || 'Refreshed by pg_cron every 2 minutes where available; else run: trace-summaries refresh');
+        || 'Refreshed by pg_cron {REFRESH_EVERY} where available; else run: trace-summaries refresh');
 END
 $comment$
 """
