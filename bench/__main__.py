@@ -130,11 +130,17 @@ def code_facts() -> dict:
         )
         return result.stdout.strip()
 
-    source = ROOT / "src" / "cnpg_trace_summaries" / "incremental_mode.py"
+    package = ROOT / "src" / "cnpg_trace_summaries"
+    everything = hashlib.sha256()
+    for path in sorted([*package.glob("*.py"), *(ROOT / "alembic").rglob("*.py")]):
+        everything.update(path.read_bytes())
     return {
         "commit": git("rev-parse", "HEAD"),
         "uncommitted_changes": bool(git("status", "--porcelain", "--", "src", "alembic", "bench")),
-        "incremental_mode_sha256": hashlib.sha256(source.read_bytes()).hexdigest()[:16],
+        "incremental_mode_sha256": hashlib.sha256(
+            (package / "incremental_mode.py").read_bytes()
+        ).hexdigest()[:16],
+        "src_and_alembic_sha256": everything.hexdigest()[:16],
     }
 
 
@@ -384,8 +390,11 @@ def run(args: argparse.Namespace) -> dict:
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     results["load_average_at_end"] = os.getloadavg()
     results["code_at_end"] = code_facts()
-    if results["code_at_end"] != results["code"]:
-        log(f"WARNING: the code changed during the run: {results['code_at_end']}")
+    if (
+        results["code_at_end"]["src_and_alembic_sha256"]
+        != results["code"]["src_and_alembic_sha256"]
+    ):
+        log(f"WARNING: src/ or alembic/ changed during the run: {results['code_at_end']}")
     return results
 
 

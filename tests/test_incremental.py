@@ -9,18 +9,17 @@ exhaustive sequences of changes are in test_incremental_exactness.py.
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from cnpg_trace_summaries import summaries
+from cnpg_trace_summaries import modes, summaries
 from cnpg_trace_summaries.contract import (
     CAPTURE_TRIGGERS,
     DIRTY_TABLE,
+    MODES,
     REFRESH_FUNCTION,
     STATE_TABLE,
     SUMMARIES,
@@ -38,7 +37,9 @@ from tests.support.incremental import (
     refresh,
     traces_sql,
 )
+from tests.support.processes import wait_until_gone
 from tests.support.roles import ROLE_PASSWORD, grant, login_role
+from tests.support.sessions import Background
 
 
 @pytest.fixture(scope="module")
@@ -94,46 +95,6 @@ class RowLock:
         self.conn.close()
 
 
-def waiting_on_a_lock(database: Database, pid: int) -> bool:
-    return (
-        database.scalar("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,))
-        == "Lock"
-    )
-
-
-class BackgroundRefresh:
-    """A refresh in a thread of its own, on a connection of its own."""
-
-    def __init__(self, database: Database, call: Callable[[psycopg.Connection], dict] = refresh):
-        self.conn = database.connect(autocommit=True)
-        self.pid = self.conn.info.backend_pid
-        self.outcome: dict | None = None
-        self.error: Exception | None = None
-        self.thread = threading.Thread(target=self._run, args=(call,))
-        self.thread.start()
-
-    def _run(self, call) -> None:
-        try:
-            self.outcome = call(self.conn)
-        except Exception as error:  # reported by join()
-            self.error = error
-
-    def wait_until_blocked(self, database: Database) -> None:
-        deadline = time.monotonic() + 30
-        while not waiting_on_a_lock(database, self.pid):
-            assert self.thread.is_alive(), f"the refresh ended instead: {self.error}"
-            assert time.monotonic() < deadline, "the refresh never waited on the row lock"
-            time.sleep(0.01)
-
-    def join(self) -> dict:
-        self.thread.join(timeout=60)
-        self.conn.close()
-        if self.error is not None:
-            raise self.error
-        assert self.outcome is not None
-        return self.outcome
-
-
 # -- concurrency -------------------------------------------------------------------------
 def test_a_transaction_open_across_a_refresh_is_applied_by_the_next_refresh(inc, conn):
     with_traces(conn, "t", 20)
@@ -166,7 +127,7 @@ def test_a_write_committed_while_a_refresh_runs_is_applied_by_the_next_refresh(i
     with_traces(conn, "t", 20)
     conn.execute("UPDATE otel_traces SET status_code = 2 WHERE trace_id = 't000005'")
     lock = RowLock(inc, "t000005")
-    running = BackgroundRefresh(inc)
+    running = Background(inc)
     try:
         running.wait_until_blocked(inc)  # past its snapshot, upserting t000005
         with inc.connect() as writer:
@@ -190,7 +151,7 @@ def test_two_refreshers_at_once_one_skips_and_the_data_stays_exact(inc, conn):
     with_traces(conn, "t", 20)
     conn.execute("UPDATE otel_traces SET kind = 5 WHERE trace_id IN ('t000007', 't000008')")
     lock = RowLock(inc, "t000007")
-    first = BackgroundRefresh(inc)
+    first = Background(inc)
     try:
         first.wait_until_blocked(inc)
         second = refresh(conn)
@@ -282,10 +243,13 @@ def test_a_full_rebuild_interrupted_halfway_is_finished_by_the_next_refresh(inc,
     try:
         with inc.connect(autocommit=True) as refresher:
             refresher.execute("SET lock_timeout = '200ms'")
+            pid = refresher.info.backend_pid
             with pytest.raises(psycopg.errors.LockNotAvailable):
                 refresh(refresher, full=True)
     finally:
         lock.release()
+    # Its session held the refresh lock until it ended (a procedure that commits cannot catch).
+    wait_until_gone(inc, pid)
     rewritten = conn.execute(
         f"SELECT count(*) FILTER (WHERE root_span_name LIKE '%!') FROM {SUMMARIES}"
     ).fetchone()[0]
@@ -415,7 +379,7 @@ def test_writes_that_bypass_the_triggers_are_found_by_verify_and_repaired_by_a_f
 
     repaired = run_cli("refresh", "--full", DATABASE_URL=db.url)
     assert repaired.returncode == 0, repaired.stderr
-    assert "rebuilt in" in repaired.stdout
+    assert "rebuilt everything in" in repaired.stdout
     assert run_cli("verify", DATABASE_URL=db.url).returncode == 0
     assert_exact(conn)
 
@@ -531,15 +495,24 @@ def test_downgrade_unschedules_the_incremental_job(cron_db: Database):
     assert cron_db.scalar("SELECT count(*) FROM cron.job WHERE jobname = %s", (name,)) == 0
 
 
-@pytest.mark.parametrize("mode", ["view", "incremental"])
-def test_what_an_interrupted_install_left_is_rebuilt_by_upgrading_again(db, mode):
+@pytest.mark.parametrize("left_by", MODES)
+@pytest.mark.parametrize("upgraded_to", MODES)
+def test_what_an_interrupted_install_left_is_rebuilt_by_upgrading_again(db, left_by, upgraded_to):
     # As if the upgrade died after committing its objects but before its version row.
-    db.migrate("upgrade", "head", x={"summaries": mode})
+    db.migrate("upgrade", "head", x={"summaries": left_by})
     db.migrate("stamp", "00000000000001")
-    notices = db.migrate("upgrade", "head", x={"summaries": "incremental"})
+    notices = db.migrate("upgrade", "head", x={"summaries": upgraded_to})
     assert "left by an interrupted run" in notices
     assert db.version() == "00000000000007"
     with db.connect(autocommit=True) as conn:
+        assert modes.installed(conn) == upgraded_to
+        triggers = list(CAPTURE_TRIGGERS.values())
+        everything = (4, 4, 6) if upgraded_to == "incremental" else (1, 0, 0)
+        assert conn.execute(LEFTOVERS, {"triggers": triggers}).fetchone() == everything
         conn.execute(traces_sql("after", 3))
-        refresh(conn)
-        assert_exact(conn)
+        if upgraded_to == "incremental":
+            refresh(conn)
+            assert_exact(conn)
+        else:
+            conn.execute(f"REFRESH MATERIALIZED VIEW {SUMMARIES}")
+            assert conn.execute(f"SELECT count(*) FROM {SUMMARIES}").fetchone() == (3,)

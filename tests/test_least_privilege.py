@@ -133,3 +133,13 @@ def test_a_role_that_may_not_create_objects_ends_with_one_clear_line(app_db: Dat
     assert last.startswith("alembic: migration failed")
     assert "permission denied for schema public" in last
     assert superuser.version() is None
+
+
+def test_a_downgrade_that_cannot_see_pg_cron_names_the_job_to_remove_where_it_may_be(app_db):
+    """pg_cron's settings are hidden from `app`, and postgres has no pg_cron here."""
+    app_db.migrate("upgrade", "head")
+    result = app_db.alembic("downgrade", "-1")
+    warning = next(line for line in result.stderr.splitlines() if "pg_cron was not found" in line)
+    assert warning.startswith("WARNING")
+    assert "SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = " in warning
+    assert "-x cron_database=NAME" in warning

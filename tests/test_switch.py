@@ -73,7 +73,9 @@ def view_db(db: Database) -> Database:
     return db
 
 
-def test_switching_both_ways_under_ingest_misses_no_span_and_never_blocks_readers(view_db, report):
+def test_switching_both_ways_under_ingest_misses_no_span_and_readers_wait_under_a_second(
+    view_db, report
+):
     with login_role(view_db.server, "reader", databases=(view_db.dbname,)) as role:
         view_db.execute(f"GRANT SELECT ON {SUMMARIES} TO {role}")
         reader_db = view_db.as_role(role, ROLE_PASSWORD)

@@ -28,24 +28,39 @@ What it does
 
 Semantics of a row: cnpg_trace_summaries/summary_sql.py and the README.
 
-What a kill leaves behind, and what repairs it
-    * View mode: one transaction, so nothing; the revision is not recorded.
-      Where pg_cron lives in another database, the job is scheduled after
-      everything else, just before the commit: a kill in between leaves a job
-      whose runs fail until upgrading again, which recreates the view and
-      upserts the same job.
-    * Incremental mode: the tables, functions and triggers commit first, then
-      the first full build commits range by range. A kill after the first
-      commit leaves them, with part of the summaries; the revision is not
-      recorded, and upgrading again removes them and builds them again.
+Steps, and what a kill or a failure leaves behind
+    1. What an interrupted run (or switch) left is removed, in a transaction
+       of its own: the capture triggers lock otel_traces only for as long as
+       they take to drop, never for the build that follows.
+    2. View mode: one transaction creates, fills and indexes the view, grants
+       ``reader_role``, and schedules the job where pg_cron lives in this
+       database; a failure or a kill leaves nothing, and the revision is not
+       recorded.
+    3. Incremental mode: one transaction creates the table (empty), grants
+       ``reader_role``, schedules the job where pg_cron lives in this
+       database, and creates the helper tables, functions and capture
+       triggers: a failure of any of them (a missing role, ``require_refresh``
+       without a job) leaves nothing. Then the first full build commits range
+       by range; a job that runs meanwhile finds the refresh lock taken (or,
+       before the build takes it, does the build itself). A kill from here on
+       leaves the mode installed with part of its summaries, the revision not
+       recorded; upgrading again removes it (step 1) and builds it again.
+    4. Where pg_cron lives in another database, the job is scheduled last,
+       through cron.schedule_in_database, which commits on its own. When that
+       fails with ``require_refresh=yes``, what steps 2 and 3 installed is
+       removed again. A kill just before the final commit leaves a job whose
+       runs fail until upgrading again, which upserts the same job.
 
 Downgrade
     Removes whichever mode is installed, completely (relation, triggers,
     functions, helper tables), under ``lock_timeout``, and then the job: in this
     database in the same transaction, or in pg_cron's database as the last
-    step, so that a downgrade that fails (a refresh holding its lock past
-    ``lock_timeout``, say) leaves both the summaries and their job. pg_cron
-    itself is never dropped.
+    step, so that a downgrade that fails leaves both the summaries and their
+    job. It waits for a running refresh (the refresh lock) and for readers of
+    the summaries before it drops the capture triggers, so that ingest waits
+    only for the drop itself, never for a refresh or a dashboard's query; when
+    one of them holds on past ``lock_timeout`` it fails and changes nothing.
+    pg_cron itself is never dropped.
 
 Why the decisions are DO blocks
     Whether pg_cron is here is decided by the server when the statement runs,
@@ -99,32 +114,39 @@ def upgrade() -> None:
             f"{location.how}; nothing was changed"
         )
 
-    op.execute(modes.PREPARE)
+    # Step 1, committed on its own (one DO statement).
+    with op.get_context().autocommit_block():
+        op.execute(modes.PREPARE)
+    # Steps 2 and 3: one transaction, which any failure rolls back whole.
     if mode == "view":
         execute(view_mode.install())
     else:
         execute(incremental_mode.create_summaries())
-        execute(incremental_mode.create_machinery())
-        with op.get_context().autocommit_block():
-            op.execute(incremental_mode.BUILD)
-        op.execute(f"ANALYZE {SUMMARIES}")
     role = options.from_alembic("reader_role")
     if role:
         quoted = op.get_context().dialect.identifier_preparer.quote_identifier(role)
         op.execute(GRANT_READER.format(role=quoted))
-
     if not pgcron.elsewhere(location):
         op.execute(
             pgcron.schedule_here_sql(
                 mode, require_refresh=require_refresh, cron_database=cron_database
             )
         )
+    if mode == "incremental":
+        execute(incremental_mode.create_machinery())  # the triggers last: they lock otel_traces
+        with op.get_context().autocommit_block():
+            op.execute(incremental_mode.BUILD)
+        op.execute(f"ANALYZE {SUMMARIES}")
+    if not pgcron.elsewhere(location):
         return
-    # Last: it commits in another database, outside this migration's transaction.
+    # Step 4, last: it commits in another database, outside this migration's transaction.
     try:
         NOTICES.info("NOTICE: %s", pgcron.schedule_elsewhere(conn, location, mode))
     except pgcron.CronError as error:
         if require_refresh:
+            if mode == "incremental":  # committed by the build: remove it again
+                with op.get_context().autocommit_block():
+                    op.execute(modes.UNINSTALL)
             raise MigrationError(f"{error} (require_refresh=yes: nothing was changed)") from None
         NOTICES.warning(
             "NOTICE: %s. Until then automatic refresh of otel_trace_summaries is OFF and manual "
@@ -148,3 +170,5 @@ def downgrade() -> None:
             raise MigrationError(str(error)) from None
         if removed:
             NOTICES.info("NOTICE: %s", removed)
+    elif location is not None and (warning := pgcron.not_found_warning(location)):
+        NOTICES.warning("NOTICE: %s", warning)

@@ -88,7 +88,7 @@ from cnpg_trace_summaries.contract import (
     WINDOW,
     lock_key_sql,
 )
-from cnpg_trace_summaries.summary_sql import keyed_query, window_query
+from cnpg_trace_summaries.summary_sql import COLUMN_LIST, keyed_query, window_query
 from cnpg_trace_summaries.view_mode import SUMMARIES_STORAGE, comment, create_indexes
 
 # Functions that do one unit of work each, in one transaction.
@@ -187,11 +187,10 @@ HELPER_COMMENTS = [
 _SET_COLUMNS = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in SUMMARY_COLUMNS[1:])
 _OLD_ROW = ", ".join(f's."{c}"' for c in SUMMARY_COLUMNS[1:])
 _NEW_ROW = ", ".join(f'EXCLUDED."{c}"' for c in SUMMARY_COLUMNS[1:])
-_COLUMNS = ", ".join(f'"{c}"' for c in SUMMARY_COLUMNS)
 
 # Upsert the rows of a CTE named "computed", rewriting only rows that changed.
-UPSERT_COMPUTED = f"""INSERT INTO {SUMMARIES} AS s ({_COLUMNS})
-        SELECT {_COLUMNS} FROM computed
+UPSERT_COMPUTED = f"""INSERT INTO {SUMMARIES} AS s ({COLUMN_LIST})
+        SELECT {COLUMN_LIST} FROM computed
         ON CONFLICT (trace_id) DO UPDATE SET {_SET_COLUMNS}
         WHERE ({_OLD_ROW}) IS DISTINCT FROM ({_NEW_ROW})
         RETURNING 1"""
@@ -221,6 +220,11 @@ END
 $capture$
 """
 
+# A TRUNCATE holds ACCESS EXCLUSIVE on otel_traces when this trigger updates
+# the state row. So every transaction that locks the state row and reads
+# otel_traces (the refresh) locks otel_traces first: in the other order, a
+# refresh holding the row and a TRUNCATE holding otel_traces would deadlock.
+# (The parent alone is enough: a TRUNCATE of the parent locks it first.)
 TRUNCATED = f"""
 CREATE FUNCTION {TRUNCATE_FUNCTION}() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $truncated$
@@ -244,6 +248,8 @@ DECLARE
     n_upserted bigint;
     n_deleted bigint;
 BEGIN
+    -- otel_traces before the state row, as a TRUNCATE takes them (see TRUNCATED).
+    LOCK TABLE ONLY {TRACES_TABLE} IN ACCESS SHARE MODE;
     SELECT window_boundary INTO previous FROM {STATE_TABLE} FOR UPDATE;
     new_boundary := greatest(new_boundary, previous);
     WITH claimed AS (
@@ -350,9 +356,13 @@ BEGIN
         outcome := jsonb_build_object('refreshed', false, 'reason', 'another refresher holds the lock');
         RETURN;
     END IF;
+    -- otel_traces before the state row, as a TRUNCATE takes them (see TRUNCATED);
+    -- a TRUNCATE this waited for has committed, and the state row below says so.
+    LOCK TABLE ONLY %1$I.{TRACES_TABLE} IN ACCESS SHARE MODE;
     SELECT * INTO state FROM %1$I.{STATE_TABLE};
     SELECT count(*) INTO backlog FROM %1$I.{DIRTY_TABLE};
-    summaries := (SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = to_regclass('%1$I.{SUMMARIES}'));
+    summaries := (SELECT greatest(reltuples, 0) FROM pg_class
+                  WHERE oid = to_regclass(format('%%I.{SUMMARIES}', %1$L)));
     limit_keys := coalesce(state.full_refresh_above, greatest(100000, summaries / 3));
     reason := CASE
         WHEN full_rebuild THEN 'asked for'

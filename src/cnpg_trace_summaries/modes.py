@@ -32,7 +32,7 @@ from cnpg_trace_summaries.contract import (
     TRACES_TABLE,
     lock_key_sql,
 )
-from cnpg_trace_summaries.summary_sql import window_query
+from cnpg_trace_summaries.summary_sql import VIEW_BOUNDARY, window_query
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +74,47 @@ def _drop_machinery_statements() -> str:
     return "\n".join(lines)
 
 
+def _kind(relation: str) -> str:
+    """SQL: the relkind of ``relation`` in the current schema ('m', 'r'), or NULL."""
+    return (
+        "(SELECT relkind FROM pg_class "
+        f"WHERE oid = to_regclass(format('%I.{relation}', current_schema())))"
+    )
+
+
 def _drop_relation(relation: str) -> str:
     """PL/pgSQL that drops ``relation`` in the current schema, a view or a table, if it is there."""
-    kind = f"(SELECT relkind FROM pg_class WHERE oid = to_regclass(format('%I.{relation}', current_schema())))"
     return (
-        f"    IF {kind} = 'm' THEN\n        DROP MATERIALIZED VIEW {relation};\n"
-        f"    ELSIF {kind} = 'r' THEN\n        DROP TABLE {relation};\n    END IF;"
+        f"    IF {_kind(relation)} = 'm' THEN\n        DROP MATERIALIZED VIEW {relation};\n"
+        f"    ELSIF {_kind(relation)} = 'r' THEN\n        DROP TABLE {relation};\n    END IF;"
     )
+
+
+def _remove_statements() -> str:
+    """PL/pgSQL that removes whichever mode is installed, and what a switch built beside it.
+
+    In the order that never holds otel_traces while it waits (as the switch's
+    swap does), each wait bounded by lock_timeout:
+
+    1. the refresh lock: a running refresh is waited for, nothing else held;
+    2. the readers' relations: a table is locked, a materialized view (which
+       cannot be LOCKed, and whose drop does not touch otel_traces) dropped,
+       so that a dashboard's long query is waited for before otel_traces is;
+    3. the capture triggers, which lock otel_traces: from here on inserts
+       wait, and this transaction waits for nothing but them;
+    4. the rest; the dirty table after the triggers (see
+       :func:`_drop_machinery_statements`).
+    """
+    lines = [f"    PERFORM pg_advisory_xact_lock({lock_key_sql(REFRESH_LOCK_CLASS)});"]
+    for relation in (SUMMARIES, NEXT):
+        lines.append(
+            f"    IF {_kind(relation)} = 'r' THEN\n"
+            f"        LOCK TABLE {relation} IN ACCESS EXCLUSIVE MODE;\n"
+            f"    ELSIF {_kind(relation)} = 'm' THEN\n"
+            f"        DROP MATERIALIZED VIEW {relation};\n    END IF;"
+        )
+    lines += [_drop_machinery_statements(), _drop_relation(SUMMARIES), _drop_relation(NEXT)]
+    return "\n".join(lines)
 
 
 # Drops what a switch built beside the old relation, a table or a view.
@@ -90,15 +124,15 @@ DROP_NEXT = f"DO $next$\nBEGIN\n{_drop_relation(NEXT)}\nEND\n$next$"
 UNINSTALL = f"""
 DO $uninstall$
 BEGIN
-{_drop_machinery_statements()}
-{_drop_relation(SUMMARIES)}
-{_drop_relation(NEXT)}
+{_remove_statements()}
 END
 $uninstall$
 """
 
 # Before installing: refuse an otel_trace_summaries that is not ours; remove
-# what an interrupted run of this revision left.
+# what an interrupted run of this revision (or a switch) left. The revision
+# runs it in a transaction of its own, so that otel_traces is locked only for
+# as long as the triggers take to drop, not for the build that follows.
 PREPARE = f"""
 DO $prepare$
 DECLARE
@@ -112,11 +146,12 @@ BEGIN
                          'depends on it, then DROP MATERIALIZED VIEW otel_trace_summaries and upgrade again.',
                   DETAIL = coalesce(obj_description(existing, 'pg_class'), 'no comment; not {CREATED_MARKER}');
     END IF;
-    IF existing IS NOT NULL OR to_regclass(format('%I.{incremental_mode.STATE_TABLE}', current_schema())) IS NOT NULL THEN
+    IF existing IS NOT NULL
+       OR to_regclass(format('%I.{STATE_TABLE}', current_schema())) IS NOT NULL
+       OR to_regclass(format('%I.{NEXT}', current_schema())) IS NOT NULL THEN
         RAISE NOTICE 'otel_trace_summaries in schema % was left by an interrupted run: removing it to build it again',
             current_schema();
-{_drop_machinery_statements()}
-{_drop_relation(SUMMARIES)}
+{_remove_statements()}
     END IF;
 END
 $prepare$
@@ -228,7 +263,7 @@ def switch(
         log.info("capture triggers on otel_traces in place; building %s", NEXT)
         with connection.begin():
             _run(connection, incremental_mode.create_summaries(NEXT, "_next"))
-            boundary = connection.execute(text("SELECT now() - interval '7 days'")).scalar_one()
+            boundary = connection.execute(text(f"SELECT {VIEW_BOUNDARY}")).scalar_one()
             # Claim first, then read: every claimed change is in the build's snapshot.
             _run(connection, [f"DELETE FROM {incremental_mode.DIRTY_TABLE}"])
             connection.execute(

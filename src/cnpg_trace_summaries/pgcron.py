@@ -182,6 +182,23 @@ def unschedule_elsewhere(conn: psycopg.Connection, location: Location) -> str | 
     return f'pg_cron job "{job_name}" unscheduled in database {location.database}'
 
 
+def not_found_warning(location: Location) -> str | None:
+    """For a downgrade that found no pg_cron where a job may still be: what to run, and where.
+
+    Only where pg_cron's settings are hidden from this role: elsewhere, "not
+    found" means there is no pg_cron, so no job.
+    """
+    if location.database is not None or location.facts["reads_settings"]:
+        return None
+    facts = location.facts
+    return (
+        f"pg_cron was not found ({location.how}): if a refresh job was scheduled for this "
+        "database in another one, remove it there: SELECT cron.unschedule(jobid) FROM cron.job "
+        f"WHERE jobname = {sql.Literal(facts['job_name']).as_string(None)} AND database = "
+        f"{sql.Literal(facts['database']).as_string(None)} (or downgrade with -x cron_database=NAME)"
+    )
+
+
 def quote_ident(name: str) -> str:
     """A role name as PostgreSQL's quote_ident() writes it: quoted only where it must be."""
     if re.fullmatch(r"[a-z_][a-z0-9_$]*", name):

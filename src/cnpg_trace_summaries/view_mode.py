@@ -91,6 +91,3 @@ def install(relation: str = SUMMARIES, suffix: str = "") -> list[str]:
         *create_indexes(relation, suffix),
         f"ANALYZE {relation}",
     ]
-
-
-UNINSTALL = [f"DROP MATERIALIZED VIEW IF EXISTS {SUMMARIES}"]
