@@ -212,7 +212,7 @@ def test_an_otel_traces_in_another_schema_on_the_search_path_is_not_adopted(db: 
     other = replace(db, schema="other")
     create_collector_store(other, 100)
     own = definitions(other)
-    mine = replace(db, schema="mine,other")  # current_schema() is mine
+    mine = replace(db, schema=("mine", "other"))  # current_schema() is mine
 
     mine.migrate("upgrade", "head")
     assert db.scalar("SELECT to_regclass('mine.otel_traces')") is not None

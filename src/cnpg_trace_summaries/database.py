@@ -42,14 +42,13 @@ def normalize_url(raw: str) -> URL:
         )
     try:
         url = make_url("postgresql+psycopg://" + value.partition("://")[2])
-    except exc.ArgumentError as error:
-        raise ConfigError(f"DATABASE_URL is malformed ({error}): {_redact(value)!r}") from None
-    try:
-        url.port  # noqa: B018  -- make_url parses the port lazily; force it now
+        url.port  # noqa: B018  -- some SQLAlchemy versions parse the port lazily; force it now
     except ValueError:
         raise ConfigError(
             f"DATABASE_URL is malformed: its port is not a number: {_redact(value)!r}"
         ) from None
+    except exc.ArgumentError as error:
+        raise ConfigError(f"DATABASE_URL is malformed ({error}): {_redact(value)!r}") from None
     return url
 
 

@@ -26,7 +26,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -279,15 +279,22 @@ def free_port(preferred: int = 0) -> int:
 
 
 def libpq_url(
-    host: str, port: int, dbname: str, user: str, password: str | None, schema: str | None = None
+    host: str,
+    port: int,
+    dbname: str,
+    user: str,
+    password: str | None,
+    schema: str | Sequence[str] | None = None,
 ) -> str:
-    """A libpq URL; ``schema`` goes first on every session's search_path."""
+    """A libpq URL; ``schema`` (or several, in order) makes every session's search_path."""
     auth = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
     url = f"postgresql://{auth}@{host}:{port}/{quote(dbname, safe='')}"
     if schema:
-        # A quoted identifier (any name), with the spaces escaped for libpq's options.
-        name = sql.Identifier(schema).as_string(None).replace("\\", "\\\\").replace(" ", "\\ ")
-        url += "?options=" + quote(f"-csearch_path={name}", safe="")
+        # Quoted identifiers (any names), with the spaces escaped for libpq's options.
+        names = [schema] if isinstance(schema, str) else list(schema)
+        path = ",".join(sql.Identifier(name).as_string(None) for name in names)
+        path = path.replace("\\", "\\\\").replace(" ", "\\ ")
+        url += "?options=" + quote(f"-csearch_path={path}", safe="")
     return url
 
 
