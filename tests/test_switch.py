@@ -186,6 +186,15 @@ SELECT to_regclass('{modes.NEXT}') IS NOT NULL,
 """
 
 
+def assert_switching_to_incremental_repairs_it(database: Database) -> None:
+    result = switch(database, "incremental")
+    assert result.returncode == 0, result.stderr
+    with database.connect(autocommit=True) as conn:
+        assert conn.execute(LEFTOVERS).fetchone() == (False, True, 4)
+        outcome = compare(conn, with_rows=False)
+        assert outcome.exact, outcome.describe()
+
+
 def test_a_switch_to_incremental_interrupted_before_the_swap_is_repaired_by_switching_again(
     view_db,
 ):
@@ -198,12 +207,7 @@ def test_a_switch_to_incremental_interrupted_before_the_swap_is_repaired_by_swit
     run_statements(view_db, first_steps)
     view_db.execute(traces_sql("after", 5))  # captured by the new triggers, read by nobody
 
-    result = switch(view_db, "incremental")
-    assert result.returncode == 0, result.stderr
-    with view_db.connect(autocommit=True) as conn:
-        assert conn.execute(LEFTOVERS).fetchone() == (False, True, 4)
-        outcome = compare(conn, with_rows=False)
-        assert outcome.exact, outcome.describe()
+    assert_switching_to_incremental_repairs_it(view_db)
 
 
 def test_leftovers_of_a_switch_are_removed_by_switching_to_the_installed_mode(view_db):
@@ -254,12 +258,7 @@ def test_a_killed_switch_is_repaired_by_switching_again(db):
     with db.connect(autocommit=True) as conn:
         assert conn.execute(LEFTOVERS).fetchone()[1:] == (True, 4)  # triggers, no swap
 
-    result = switch(db, "incremental")
-    assert result.returncode == 0, result.stderr
-    with db.connect(autocommit=True) as conn:
-        assert conn.execute(LEFTOVERS).fetchone() == (False, True, 4)
-        outcome = compare(conn, with_rows=False)
-        assert outcome.exact, outcome.describe()
+    assert_switching_to_incremental_repairs_it(db)
 
 
 # -- the job where pg_cron lives in another database ----------------------------------------------

@@ -65,7 +65,11 @@ from collections.abc import Sequence
 from alembic import context, op
 
 from cnpg_trace_summaries import options
-from cnpg_trace_summaries.contract import CREATED_MARKER, TRACE_INDEXES_FOR_SUMMARIES
+from cnpg_trace_summaries.contract import (
+    CREATED_MARKER,
+    TRACE_INDEXES_FOR_SUMMARIES,
+    span_columns_ddl,
+)
 
 revision: str = "00000000000001"
 down_revision: str | Sequence[str] | None = None
@@ -99,26 +103,8 @@ BEGIN
         RETURN;
     END IF;
     CREATE TABLE otel_traces (
-        "timestamp"          timestamptz NOT NULL,
-        trace_id             text,
-        span_id              text,
-        parent_span_id       text,
-        name                 text,
-        kind                 integer,
-        start_time_unix_nano bigint,
-        end_time_unix_nano   bigint,
-        service_name         text,
-        service_version      text,
-        service_instance     text,
-        scope_name           text,
-        scope_version        text,
-        status_code          integer,
-        status_message       text,
-        attributes           text,
-        resource_attributes  text,
-        events               text,
-        links                text,
-        created_at           timestamptz NOT NULL DEFAULT now(),
+        {span_columns_ddl(indent=" " * 8)},
+        created_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY ("timestamp", trace_id, span_id)
     );
     COMMENT ON TABLE otel_traces IS

@@ -51,28 +51,39 @@ SUMMARY_COLUMN_TYPES = {
 }
 SUMMARY_COLUMNS = tuple(SUMMARY_COLUMN_TYPES)
 
-# Columns of otel_traces a writer fills (created_at has a default).
-SPAN_COLUMNS = (
-    "timestamp",
-    "trace_id",
-    "span_id",
-    "parent_span_id",
-    "name",
-    "kind",
-    "start_time_unix_nano",
-    "end_time_unix_nano",
-    "service_name",
-    "service_version",
-    "service_instance",
-    "scope_name",
-    "scope_version",
-    "status_code",
-    "status_message",
-    "attributes",
-    "resource_attributes",
-    "events",
-    "links",
-)
+# The columns of otel_traces a writer fills, with their types, in order (the
+# CNPG trace store's; revision 00000000000001 adds created_at, with a default).
+SPAN_COLUMN_TYPES = {
+    "timestamp": "timestamptz",
+    "trace_id": "text",
+    "span_id": "text",
+    "parent_span_id": "text",
+    "name": "text",
+    "kind": "integer",
+    "start_time_unix_nano": "bigint",
+    "end_time_unix_nano": "bigint",
+    "service_name": "text",
+    "service_version": "text",
+    "service_instance": "text",
+    "scope_name": "text",
+    "scope_version": "text",
+    "status_code": "integer",
+    "status_message": "text",
+    "attributes": "text",
+    "resource_attributes": "text",
+    "events": "text",
+    "links": "text",
+}
+SPAN_COLUMNS = tuple(SPAN_COLUMN_TYPES)
+
+
+def span_columns_ddl(not_null: tuple[str, ...] = ("timestamp",), indent: str = "    ") -> str:
+    """otel_traces' column definitions, for a CREATE TABLE."""
+    return f",\n{indent}".join(
+        f'"{name}" {kind}' + (" NOT NULL" if name in not_null else "")
+        for name, kind in SPAN_COLUMN_TYPES.items()
+    )
+
 
 # Indexes of otel_traces that the summaries need: (name, leading column, definition).
 # Revision 00000000000001 creates a missing one concurrently on an adopted table.

@@ -20,27 +20,9 @@ from tests.support.roles import ROLE_PASSWORD, login_role
 
 COLLECTOR_INDEXES = ("spans_by_service", "spans_by_time", "spans_pkey")
 
-COLLECTOR_TABLE_SQL = """
+COLLECTOR_TABLE_SQL = f"""
 CREATE TABLE otel_traces (
-    "timestamp"          timestamptz NOT NULL,
-    trace_id             text NOT NULL,
-    span_id              text NOT NULL,
-    parent_span_id       text,
-    name                 text,
-    kind                 integer,
-    start_time_unix_nano bigint,
-    end_time_unix_nano   bigint,
-    service_name         text,
-    service_version      text,
-    service_instance     text,
-    scope_name           text,
-    scope_version        text,
-    status_code          integer,
-    status_message       text,
-    attributes           text,
-    resource_attributes  text,
-    events               text,
-    links                text
+    {contract.span_columns_ddl(not_null=("timestamp", "trace_id", "span_id"))}
 )
 """
 
