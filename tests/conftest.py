@@ -158,10 +158,15 @@ def alembic_config():
     return {"file": str(ROOT / "alembic.ini"), "script_location": str(ROOT / "alembic")}
 
 
-@pytest.fixture(params=["with_pg_cron", *(f"without_pg_cron-{label}" for label in plain_labels())])
+@pytest.fixture(
+    params=[
+        *(f"with_pg_cron-{label}" for label in cron_labels()),
+        *(f"without_pg_cron-{label}" for label in plain_labels()),
+    ]
+)
 def alembic_engine(request, server_pool):
     """pytest-alembic's standard checks run on every kind of server."""
-    if request.param == "with_pg_cron":
+    if request.param.startswith("with_pg_cron"):
         found = server_pool.cron()
         if found is None:
             pytest.skip("no server with pg_cron")
