@@ -488,7 +488,7 @@ def chart(out: Path, schedule_seconds: float) -> Path | None:
         f"PostgreSQL {server['server_version'].split()[0]}"
     )
     axis.grid(True, which="both", alpha=0.3)
-    axis.legend(fontsize=8, loc="center right")
+    axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
     path = out / "refresh.png"
     figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
