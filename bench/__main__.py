@@ -440,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rewrite-report",
         action="store_true",
-        help="run nothing: redraw refresh.png and rewrite README.md from the result files",
+        help="run nothing: rewrite each result's .md, refresh.png and README.md from the .json files",
     )
     args = parser.parse_args(argv)
     if (
@@ -453,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--traces must be at least 4, the rounds and cycles at least 1")
 
     if args.rewrite_report:
-        for path in (report.chart(args.out, SCHEDULE_SECONDS), readme.write(args.out)):
+        for path in report.rewrite(args.out, SCHEDULE_SECONDS):
             print(f"wrote {path}")
         return 0
     results = run(args)

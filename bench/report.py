@@ -263,6 +263,18 @@ def incremental_line(results: dict) -> str:
     )
 
 
+def code_changed(results: dict) -> str:
+    """A sentence when src/ or alembic/ changed while the run went on (others work alongside)."""
+    start, end = results.get("code", {}), results.get("code_at_end")
+    if not end or end.get("src_and_alembic_sha256") == start.get("src_and_alembic_sha256"):
+        return ""
+    return (
+        f"src/ or alembic/ changed during the run (at its end: commit {end['commit'][:12]}, "
+        f"incremental_mode.py sha256 {end['incremental_mode_sha256']}); every `trace-summaries "
+        "switch` and `alembic` command ran the code of its moment. "
+    )
+
+
 def paired_cells(paired: dict | None) -> str:
     if not paired:
         return "not measured | |"
@@ -281,7 +293,8 @@ def incremental_markdown(results: dict) -> list[str]:
         f"Code: commit {code.get('commit', '?')[:12]}"
         f"{' with uncommitted changes' if code.get('uncommitted_changes') else ''}, "
         f"incremental_mode.py sha256 {code.get('incremental_mode_sha256', '?')}. "
-        "Method: bench/results/README.md.",
+        + code_changed(results)
+        + "Method: bench/results/README.md.",
         "",
         "### Switching (`trace-summaries switch`)",
         "",
@@ -604,6 +617,18 @@ def rates(run: dict) -> list[dict]:
             "rate_filling_schedule": rate * REFRESH_SECONDS / refresh,
         })  # fmt: skip
     return found
+
+
+def rewrite(out: Path, schedule_seconds: float = 120) -> list[Path]:
+    """Every result's Markdown, the chart and README.md again, from the JSON files in ``out``."""
+    from bench import readme
+
+    paths = []
+    for run in load_runs(out):
+        path = out / f"{label(run)}.md"
+        path.write_text(markdown(run, schedule_seconds))
+        paths.append(path)
+    return [*paths, chart(out, schedule_seconds), readme.write(out, schedule_seconds)]
 
 
 def write(results: dict, out: Path, schedule_seconds: float = 120) -> list[Path]:

@@ -74,7 +74,7 @@ from collections.abc import Sequence
 from alembic import context, op
 
 from cnpg_trace_summaries import incremental_mode, modes, options, pgcron, view_mode
-from cnpg_trace_summaries.contract import SUMMARIES
+from cnpg_trace_summaries.contract import FALLBACK_REFRESHER, SUMMARIES
 from cnpg_trace_summaries.database import MigrationError
 
 # Logged like the server's NOTICEs (see env.py), so the person upgrading sees them.
@@ -150,8 +150,9 @@ def upgrade() -> None:
             raise MigrationError(f"{error} (require_refresh=yes: nothing was changed)") from None
         NOTICES.warning(
             "NOTICE: %s. Until then automatic refresh of otel_trace_summaries is OFF and manual "
-            "refresh is required: trace-summaries refresh --every 120",
+            "refresh is required: %s",
             error,
+            FALLBACK_REFRESHER,
         )
 
 
