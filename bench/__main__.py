@@ -41,7 +41,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench import generate, incremental, ingest, measure, readme, report
+from bench import generate, incremental, ingest, measure, report
 from cnpg_trace_summaries.localdb import LocalCluster
 from cnpg_trace_summaries.progress import progress_bar
 
@@ -440,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rewrite-report",
         action="store_true",
-        help="run nothing: rewrite each result's .md, refresh.png and README.md from the .json files",
+        help="run nothing: rewrite every result's .md, refresh.png and README.md from the JSON",
     )
     args = parser.parse_args(argv)
     if (
