@@ -14,6 +14,7 @@ from pytest_alembic.tests import (
     test_upgrade,
 )
 
+from cnpg_trace_summaries import contract
 from cnpg_trace_summaries.contract import SUMMARY_INDEXES
 from tests.support import ROOT
 from tests.support.commands import psql, run_alembic
@@ -239,3 +240,18 @@ def test_asking_an_installed_database_for_the_other_mode_warns_and_names_the_swi
     assert warning.startswith("WARNING")
     assert "trace-summaries switch incremental" in warning
     assert "installed in" not in db.alembic("-x", "summaries=view", "upgrade", "head").stderr
+
+
+@pytest.mark.parametrize("mode", ["view", "incremental"])
+def test_the_jobs_command_refreshes_whatever_the_sessions_search_path(db: Database, mode):
+    """PostgreSQL 17 and later refresh a materialized view with search_path = pg_catalog,
+    pg_temp; pg_cron's sessions start with the default. Neither may matter."""
+    db.migrate("upgrade", "head", x={"summaries": mode})
+    db.execute("INSERT INTO otel_traces (timestamp, trace_id, span_id) VALUES (now(), 't', 's')")
+    with db.connect(autocommit=True) as conn:
+        command = conn.execute(
+            f"SELECT {contract.refresh_command('current_schema()', mode)}"
+        ).fetchone()[0]
+        conn.execute("SET search_path = pg_catalog, pg_temp")
+        conn.execute(command)
+        assert conn.execute("SELECT count(*) FROM public.otel_trace_summaries").fetchone() == (1,)
