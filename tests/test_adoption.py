@@ -275,7 +275,7 @@ PARTITIONED_STORE_SQL = (
 
 
 @pytest.mark.parametrize("schema", ["public", 'odd.name: "with" %s'], ids=["public", "odd-name"])
-def test_a_partitioned_store_gets_its_index_per_partition_concurrently_and_keeps_every_span(
+def test_a_partitioned_store_is_indexed_per_partition_concurrently_inserts_wait_only_on_its_parent(
     db: Database, report, schema
 ):
     if schema != "public":
@@ -287,7 +287,12 @@ def test_a_partitioned_store_gets_its_index_per_partition_concurrently_and_keeps
     spans_before = spans(db)
     with ingest_during(db, report, "adoption of a partitioned otel_traces") as ingest:
         db.alembic("upgrade", "head")
-    assert_ingest_never_waited(ingest)
+    # A partitioned table has no CREATE INDEX CONCURRENTLY: the index ON ONLY the
+    # parent takes a SHARE lock on otel_traces, for a catalog-only statement. An
+    # insert may wait for it (for nothing else), never past its own lock_timeout.
+    assert ingest.errors == []
+    assert set(ingest.lock_waits) <= {"relation otel_traces"}
+    assert len(ingest.latencies) > 20
     assert spans(db) == spans_before + len(ingest.trace_ids)
 
     built = contract.TRACE_INDEXES_FOR_SUMMARIES[1][0]  # timestamp: the key serves trace_id

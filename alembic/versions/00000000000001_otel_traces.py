@@ -57,7 +57,12 @@ Waits
     Every statement that could make ingest wait runs under ``lock_timeout``.
     A concurrent build takes a SHARE UPDATE EXCLUSIVE lock, which inserts,
     updates and deletes never wait for, but it waits for older transactions to
-    end; those waits are bounded by ``migration_lock_wait`` instead.
+    end; those waits are bounded by ``migration_lock_wait`` instead. A
+    partitioned table has no concurrent build: its index ``ON ONLY`` the parent
+    takes a SHARE lock on the parent for a catalog-only statement (no data is
+    read), so an insert may wait for it, for as long as that statement waits
+    for the inserts before it, never past ``lock_timeout``. Each partition's
+    index is then built concurrently and attached, which inserts never wait for.
 """
 
 from collections.abc import Sequence
