@@ -6,7 +6,7 @@ import pytest
 
 from cnpg_trace_summaries import options, servers
 from cnpg_trace_summaries.database import ConfigError, normalize_url, resolve_database_url
-from tests.support.commands import last_line, run_alembic
+from tests.support.commands import assert_one_clear_line, run_alembic
 from tests.support.database import Database
 
 
@@ -68,13 +68,6 @@ def test_an_option_is_read_from_x_first_then_the_environment(name, raw, expected
 def nowhere() -> str:
     """A database URL nothing listens on: an error about it means a connection was tried."""
     return f"postgresql://u:pw@127.0.0.1:{servers.free_port()}/app"
-
-
-def assert_one_clear_line(result, *fragments: str, exit_status: int = 1) -> None:
-    assert result.returncode == exit_status, result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in last_line(result), result.stderr
 
 
 def test_unreachable_database_ends_with_one_clear_line():

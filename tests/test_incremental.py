@@ -30,6 +30,7 @@ from tests.support.commands import run_cli
 from tests.support.database import Database, new_database
 from tests.support.incremental import (
     PARTITIONED_TRACES,
+    assert_exact,
     compare,
     dirty_keys,
     install,
@@ -59,11 +60,6 @@ def conn(inc: Database) -> Iterator[psycopg.Connection]:
         refresh(connection)
         assert_exact(connection)
         yield connection
-
-
-def assert_exact(conn: psycopg.Connection) -> None:
-    result = compare(conn, with_rows=False)
-    assert result.exact, result.describe()
 
 
 def with_traces(conn: psycopg.Connection, prefix: str, traces: int, **kwargs) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 from psycopg import sql
 from sqlalchemy import exc
@@ -32,10 +31,16 @@ from cnpg_trace_summaries.contract import (
     lock_key_sql,
 )
 from cnpg_trace_summaries.incremental_mode import STAGING_TABLE
-from tests.support.commands import last_line, run_cli
+from tests.support.commands import assert_one_clear_line, run_cli
 from tests.support.data import Ingest
 from tests.support.database import Database
-from tests.support.incremental import INCREMENTAL, compare, install, refresh, traces_sql
+from tests.support.incremental import (
+    INCREMENTAL,
+    assert_exact,
+    install,
+    refresh,
+    traces_sql,
+)
 from tests.support.processes import finish, hold_migration_lock, start_alembic, waiting_migrations
 from tests.support.roles import ROLE_PASSWORD, login_role
 from tests.support.servers import fresh_database
@@ -65,19 +70,6 @@ def installed(database: Database) -> tuple:
     return (*database.rows(INSTALLED, params)[0], database.version())
 
 
-def assert_exact(conn: psycopg.Connection) -> None:
-    result = compare(conn, with_rows=False)
-    assert result.exact, result.describe()
-
-
-def assert_one_clear_line(result, *fragments: str) -> None:
-    assert result.returncode == 1, result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    assert last_line(result).startswith("alembic: "), result.stderr
-    for fragment in fragments:
-        assert fragment in last_line(result), result.stderr
-
-
 # -- a downgrade never holds otel_traces while it waits ----------------------------------------
 def downgrade_behind_a_reader(database: Database, report) -> None:
     """A downgrade that meets a reader fails, leaves everything, and no insert fails meanwhile."""
@@ -87,7 +79,7 @@ def downgrade_behind_a_reader(database: Database, report) -> None:
         reader.execute(f"SELECT count(*) FROM {SUMMARIES}").fetchone()  # a report, still open
         with Ingest(database.url) as ingest:
             result = database.alembic("-x", "lock_timeout=1s", "downgrade", "-1", check=False)
-    assert_one_clear_line(result, "lock timeout", "SQLSTATE 55P03")
+    assert_one_clear_line(result, "alembic: ", "lock timeout", "SQLSTATE 55P03")
     assert ingest.errors == []
     assert installed(database) == INCREMENTAL_INSTALLED
     report(ingest.describe("a downgrade that waited for a reader"))
@@ -145,7 +137,7 @@ def test_an_incremental_install_whose_grant_fails_leaves_nothing(db):
             waiting_migrations(db, 1)
             db.execute(f"DROP ROLE {role}")
             gate.execute("SELECT pg_advisory_unlock_all()")
-        assert_one_clear_line(finish(run), f'role "{role}" does not exist')
+        assert_one_clear_line(finish(run), "alembic: ", f'role "{role}" does not exist')
     finally:
         db.execute(f"DROP ROLE IF EXISTS {role}")
     assert installed(db) == NOTHING_INSTALLED

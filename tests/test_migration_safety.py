@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cnpg_trace_summaries import contract
-from tests.support.commands import last_line
+from tests.support.commands import assert_one_clear_line
 from tests.support.database import Database
 from tests.support.processes import (
     finish,
@@ -33,13 +33,6 @@ def jobs(cron: Database, name: str, database: str) -> int:
     return cron.scalar(
         "SELECT count(*) FROM cron.job WHERE jobname = %s AND database = %s", (name, database)
     )
-
-
-def assert_one_clear_line(result, *fragments: str) -> None:
-    assert result.returncode == 1, result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in last_line(result), result.stderr
 
 
 def upgrade_twice_at_once(database: Database) -> None:

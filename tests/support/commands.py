@@ -118,6 +118,14 @@ def last_line(result: subprocess.CompletedProcess) -> str:
     return lines[-1] if lines else ""
 
 
+def assert_one_clear_line(result, *fragments: str, exit_status: int = 1) -> None:
+    """The command failed with ``exit_status``, no traceback, and its last line says it all."""
+    assert result.returncode == exit_status, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in last_line(result), result.stderr
+
+
 def psql(url: str, *args: str) -> subprocess.CompletedProcess:
     """psql (of the newest installed build) against ``url``; fails on the first error."""
     program = servers.installations()[0].program("psql")

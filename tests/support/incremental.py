@@ -103,6 +103,11 @@ def compare(conn: psycopg.Connection, *, with_rows: bool = True) -> Comparison:
     return Comparison(boundary, rebuild, pending, missing, unexpected, rows, spans)
 
 
+def assert_exact(conn: psycopg.Connection) -> None:
+    result = compare(conn, with_rows=False)
+    assert result.exact, result.describe()
+
+
 def table_rows(conn: psycopg.Connection) -> dict[str, dict]:
     cur = conn.execute(f"SELECT {COLUMN_LIST} FROM {SUMMARIES}")
     return {row[0]: dict(zip(SUMMARY_COLUMNS, row, strict=True)) for row in cur.fetchall()}
