@@ -35,6 +35,7 @@ from cnpg_trace_summaries.database import (
     describe_database_error,
     install_notice_logger,
     resolve_database_url,
+    safe_url,
 )
 
 config = context.config
@@ -143,12 +144,11 @@ def run_migrations_online() -> None:
         poolclass=pool.NullPool,
         connect_args={"application_name": migrating.APPLICATION_NAME},
     )
-    safe_url = url.render_as_string(hide_password=True)
     try:
         with connectable.connect() as connection:
             run_on_connection(connection)
     except exc.DBAPIError as error:
-        raise SystemExit(f"alembic: {describe_database_error(error, safe_url)}") from None
+        raise SystemExit(f"alembic: {describe_database_error(error, safe_url(url))}") from None
 
 
 check_options()

@@ -6,7 +6,7 @@ import pytest
 
 from cnpg_trace_summaries import options, servers
 from cnpg_trace_summaries.database import ConfigError, normalize_url, resolve_database_url
-from tests.support.commands import assert_one_clear_line, run_alembic
+from tests.support.commands import assert_one_clear_line, run_alembic, run_cli
 from tests.support.database import Database
 
 
@@ -75,6 +75,16 @@ def test_unreachable_database_ends_with_one_clear_line():
     result = run_alembic("upgrade", "head", database_url=url, check=False)
     assert_one_clear_line(result, "alembic: cannot connect to", url.rpartition("@")[2], "refused")
     assert "pw@" not in result.stderr
+
+
+def test_a_password_in_the_url_query_never_reaches_the_output():
+    url = nowhere().replace("u:pw@", "u@") + "?password=hunter2&sslmode=disable"
+    for result, program in (
+        (run_alembic("upgrade", "head", database_url=url, check=False), "alembic"),
+        (run_cli("status", DATABASE_URL=url), "trace-summaries"),
+    ):
+        assert_one_clear_line(result, f"{program}: cannot connect to", "password=***")
+        assert "hunter2" not in result.stderr + result.stdout
 
 
 def test_wrong_password_ends_with_one_clear_line(db: Database):

@@ -37,6 +37,7 @@ from cnpg_trace_summaries.database import (
     describe_database_error,
     install_notice_logger,
     resolve_database_url,
+    safe_url,
 )
 from cnpg_trace_summaries.localdb import LocalCluster, LocalClusterError
 from cnpg_trace_summaries.progress import progress_bar
@@ -58,9 +59,7 @@ def connect(**kwargs: Any) -> psycopg.Connection:
         return psycopg.connect(libpq_conninfo(url), **kwargs)
     except psycopg.OperationalError as error:
         reason = " ".join(str(error).split()).removeprefix("connection failed: ")
-        raise CommandError(
-            f"cannot connect to {url.render_as_string(hide_password=True)}: {reason}"
-        ) from None
+        raise CommandError(f"cannot connect to {safe_url(url)}: {reason}") from None
 
 
 # -- local --------------------------------------------------------------------
@@ -389,7 +388,7 @@ def cmd_switch(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise CommandError(f"--lock-timeout must be {error}") from None
     url = resolve_database_url()
-    safe_url = url.render_as_string(hide_password=True)
+    shown = safe_url(url)
     engine = create_engine(
         url,
         poolclass=pool.NullPool,
@@ -410,7 +409,7 @@ def cmd_switch(args: argparse.Namespace) -> int:
     except (modes.SwitchError, migrating.MigrationLockBusyError) as error:
         raise CommandError(str(error)) from None
     except exc.DBAPIError as error:
-        raise CommandError(describe_database_error(error, safe_url)) from None
+        raise CommandError(describe_database_error(error, shown)) from None
     finally:
         engine.dispose()
     if not report.switched:
@@ -420,7 +419,7 @@ def cmd_switch(args: argparse.Namespace) -> int:
         return 0
     print(
         f"switched otel_trace_summaries from {report.source} to {report.target} mode on "
-        f"{safe_url}: built beside the old one in {report.build_seconds:.1f}s, swapped in "
+        f"{shown}: built beside the old one in {report.build_seconds:.1f}s, swapped in "
         f"{report.swap_seconds * 1000:.0f} ms"
     )
     if report.job:
