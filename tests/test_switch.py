@@ -201,7 +201,7 @@ def test_a_switch_to_incremental_interrupted_before_the_swap_is_repaired_by_swit
     # What the first steps of `switch incremental` leave: the machinery, part of the table.
     first_steps = [
         *incremental_mode.create_machinery(),
-        *incremental_mode.create_summaries(modes.NEXT, "_next"),
+        *incremental_mode.create_summaries(modes.NEXT, modes.NEXT_SUFFIX),
         f"INSERT INTO {modes.NEXT} (trace_id) VALUES ('half-built')",
     ]
     run_statements(view_db, first_steps)
@@ -214,7 +214,7 @@ def test_leftovers_of_a_switch_are_removed_by_switching_to_the_installed_mode(vi
     run_statements(
         view_db,
         [*incremental_mode.create_machinery(),
-         *incremental_mode.create_summaries(modes.NEXT, "_next")],
+         *incremental_mode.create_summaries(modes.NEXT, modes.NEXT_SUFFIX)],
     )  # fmt: skip
     result = switch(view_db, "view")
     assert result.returncode == 0, result.stderr
@@ -229,7 +229,8 @@ def test_leftovers_of_a_switch_are_removed_by_switching_to_the_installed_mode(vi
 
 def test_a_switch_to_view_interrupted_before_the_swap_is_repaired_by_switching_again(view_db):
     assert switch(view_db, "incremental").returncode == 0
-    run_statements(view_db, view_mode.install(modes.NEXT, "_next"))  # built, never swapped
+    # Built, never swapped:
+    run_statements(view_db, view_mode.install(modes.NEXT, modes.NEXT_SUFFIX))
     result = switch(view_db, "view")
     assert result.returncode == 0, result.stderr
     with view_db.connect(autocommit=True) as conn:

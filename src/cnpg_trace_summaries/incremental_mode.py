@@ -346,6 +346,7 @@ DECLARE
     backlog bigint;
     limit_keys bigint;
     summaries bigint;
+    estimate numeric;
     ranges text[];
     low text;
     result jsonb;
@@ -364,16 +365,15 @@ BEGIN
     summaries := (SELECT greatest(reltuples, 0) FROM pg_class
                   WHERE oid = to_regclass(format('%%I.{SUMMARIES}', %1$L)));
     limit_keys := coalesce(state.full_refresh_above, greatest(100000, summaries / 3));
+    -- the dirty keys, plus about as many traces as the window moved past (NULL: no boundary yet)
+    estimate := backlog + summaries * extract(epoch FROM boundary - state.window_boundary)
+                                    / extract(epoch FROM interval '{WINDOW}');
     reason := CASE
         WHEN full_rebuild THEN 'asked for'
         WHEN state.rebuild_requested IS NOT NULL THEN state.rebuild_requested
         WHEN state.window_boundary IS NULL THEN 'no window boundary yet'
-        -- the dirty keys, plus about as many traces as the window moved past
-        WHEN backlog + summaries * extract(epoch FROM boundary - state.window_boundary)
-                                 / extract(epoch FROM interval '{WINDOW}') > limit_keys
-            THEN format('a backlog of about %%s traces (full refresh above %%s)',
-                        round(backlog + summaries * extract(epoch FROM boundary - state.window_boundary)
-                                                  / extract(epoch FROM interval '{WINDOW}')), limit_keys)
+        WHEN estimate > limit_keys
+            THEN format('a backlog of about %%s traces (full refresh above %%s)', round(estimate), limit_keys)
     END;
     IF reason IS NULL THEN
         result := %1$I.{APPLY_FUNCTION}(boundary);

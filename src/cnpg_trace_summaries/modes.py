@@ -36,7 +36,8 @@ from cnpg_trace_summaries.summary_sql import VIEW_BOUNDARY, window_query
 
 log = logging.getLogger(__name__)
 
-NEXT = f"{SUMMARIES}{view_mode.NEXT_SUFFIX}"
+NEXT_SUFFIX = view_mode.NEXT_SUFFIX
+NEXT = f"{SUMMARIES}{NEXT_SUFFIX}"
 SWAP_LOCK_WAIT = "1s"
 
 INSTALLED_SQL = f"""
@@ -117,6 +118,9 @@ def _remove_statements() -> str:
     return "\n".join(lines)
 
 
+# Drops whatever exists of the incremental machinery, the triggers first.
+DROP_MACHINERY = f"DO $machinery$\nBEGIN\n{_drop_machinery_statements()}\nEND\n$machinery$"
+
 # Drops what a switch built beside the old relation, a table or a view.
 DROP_NEXT = f"DO $next$\nBEGIN\n{_drop_relation(NEXT)}\nEND\n$next$"
 
@@ -175,7 +179,7 @@ END
 $grants$
 """
 
-SWAP_IN_NEXT = [f"ALTER TABLE {NEXT} RENAME TO {SUMMARIES}", *view_mode.rename_indexes("_next")]
+SWAP_IN_NEXT = [f"ALTER TABLE {NEXT} RENAME TO {SUMMARIES}", *view_mode.rename_indexes(NEXT_SUFFIX)]
 
 # Once the swap holds the refresh lock (waited for as long as lock_timeout
 # allows: nobody waits behind an advisory lock), each table lock is waited for
@@ -201,7 +205,7 @@ SELECT to_regclass(format('%I.{NEXT}', current_schema())) IS NOT NULL,
 """
 
 
-NotInstalledMessage = (
+NOT_INSTALLED = (
     "otel_trace_summaries does not exist in this database; run `alembic upgrade head` first"
 )
 
@@ -247,7 +251,7 @@ def switch(
     source = installed(raw)
     connection.rollback()
     if source is None:
-        raise SwitchError(NotInstalledMessage)
+        raise SwitchError(NOT_INSTALLED)
     if source == target:
         return SwitchReport(source, target, removed=_remove_leftovers(connection, source))
     location = pgcron.locate(raw, cron_database)
@@ -258,11 +262,11 @@ def switch(
         _run(connection, [DROP_NEXT])
     if target == "incremental":
         with connection.begin():  # what an interrupted switch left, then the triggers
-            _run(connection, [f"DO $clean$ BEGIN\n{_drop_machinery_statements()}\nEND $clean$"])
+            _run(connection, [DROP_MACHINERY])
             _run(connection, incremental_mode.create_machinery())
         log.info("capture triggers on otel_traces in place; building %s", NEXT)
         with connection.begin():
-            _run(connection, incremental_mode.create_summaries(NEXT, "_next"))
+            _run(connection, incremental_mode.create_summaries(NEXT, NEXT_SUFFIX))
             boundary = connection.execute(text(f"SELECT {VIEW_BOUNDARY}")).scalar_one()
             # Claim first, then read: every claimed change is in the build's snapshot.
             _run(connection, [f"DELETE FROM {incremental_mode.DIRTY_TABLE}"])
@@ -279,7 +283,7 @@ def switch(
             _run(connection, [f"ANALYZE {NEXT}"])
     else:
         with connection.begin():
-            _run(connection, view_mode.install(NEXT, "_next"))
+            _run(connection, view_mode.install(NEXT, NEXT_SUFFIX))
     build_seconds = time.monotonic() - started
 
     swap = [
@@ -295,10 +299,10 @@ def switch(
             # The readers' relation first, then otel_traces (dropping the triggers):
             # inserts never wait while the swap waits for a reader.
             f"LOCK TABLE {SUMMARIES} IN ACCESS EXCLUSIVE MODE",
-            f"DO $drop$ BEGIN\n{_drop_machinery_statements()}\nEND $drop$",
+            DROP_MACHINERY,
             f"DROP TABLE {SUMMARIES}",
             f"ALTER MATERIALIZED VIEW {NEXT} RENAME TO {SUMMARIES}",
-            *view_mode.rename_indexes("_next"),
+            *view_mode.rename_indexes(NEXT_SUFFIX),
             view_mode.comment("MATERIALIZED VIEW", "view"),
         ]
     if not pgcron.elsewhere(location):
@@ -338,7 +342,7 @@ def _remove_leftovers(connection: Connection, mode: str) -> str:
         statements.append(DROP_NEXT)
         removed.append(NEXT)
     if mode == "view" and machinery_left:
-        statements.append(f"DO $clean$ BEGIN\n{_drop_machinery_statements()}\nEND $clean$")
+        statements.append(DROP_MACHINERY)
         removed.append("the incremental mode's triggers on otel_traces, functions and tables")
     if statements:
         with connection.begin():

@@ -41,7 +41,7 @@ class NotInstalledError(LookupError):
 def require_mode(conn: psycopg.Connection) -> str:
     mode = modes.installed(conn)
     if mode is None:
-        raise NotInstalledError(modes.NotInstalledMessage)
+        raise NotInstalledError(modes.NOT_INSTALLED)
     return mode
 
 
@@ -81,17 +81,16 @@ def refresh(conn: psycopg.Connection, *, full: bool = False) -> RefreshOutcome:
             conn.execute(f"REFRESH MATERIALIZED VIEW CONCURRENTLY {SUMMARIES}")
         return RefreshOutcome(True, time.monotonic() - started, mode, "", {"kind": "full"})
     try:
-        outcome = conn.execute(f"CALL {REFRESH_FUNCTION}(full_rebuild => %s)", (full,)).fetchone()[
-            0
-        ]
+        call = f"CALL {REFRESH_FUNCTION}(full_rebuild => %s)"
+        (outcome,) = conn.execute(call, (full,)).fetchone()
     except psycopg.Error:
         # The procedure's lock is session-scoped: do not keep it past a failure.
         conn.execute(UNLOCK_SQL)
         raise
     seconds = time.monotonic() - started
-    if not outcome.get("refreshed"):
-        return RefreshOutcome(False, seconds, mode, outcome.get("reason", ""), outcome)
-    return RefreshOutcome(True, seconds, mode, outcome.get("reason", ""), outcome)
+    return RefreshOutcome(
+        bool(outcome.get("refreshed")), seconds, mode, outcome.get("reason", ""), outcome
+    )
 
 
 # -- verifying -------------------------------------------------------------------
