@@ -21,7 +21,6 @@ Close to Alembic's generic template, with these additions:
 from __future__ import annotations
 
 import logging
-import os
 from logging.config import fileConfig
 
 from alembic import context
@@ -111,9 +110,7 @@ def run_on_connection(connection: Connection) -> None:
             configure(connection=connection)
             with install_notice_logger(connection), context.begin_transaction():
                 context.run_migrations()
-            explicit = "summaries" in context.get_x_argument(as_dictionary=True) or bool(
-                os.environ.get(options.OPTIONS["summaries"].env)
-            )
+            explicit = options.given_to_alembic("summaries")
             for warning in (
                 migrating.mode_mismatch(connection, option("summaries"), explicit),
                 reader_role and migrating.reader_role_warning(connection, reader_role),

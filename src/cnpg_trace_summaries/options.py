@@ -128,26 +128,45 @@ OPTIONS = {
 }
 
 
+def given(
+    name: str, x_arguments: Mapping[str, str], environ: Mapping[str, str] | None = None
+) -> tuple[str, str] | None:
+    """Where option ``name`` was given and its raw value, or None (the default applies)."""
+    option = OPTIONS[name]
+    env = os.environ if environ is None else environ
+    if name in x_arguments:
+        return f"-x {name}", x_arguments[name]
+    if option.env and env.get(option.env, "") != "":
+        return option.env, env[option.env]
+    return None
+
+
 def value(
     name: str, x_arguments: Mapping[str, str], environ: Mapping[str, str] | None = None
 ) -> str:
     """The validated value of option ``name``."""
     option = OPTIONS[name]
-    env = os.environ if environ is None else environ
-    if name in x_arguments:
-        raw, source = x_arguments[name], f"-x {name}"
-    elif option.env and env.get(option.env, "") != "":
-        raw, source = env[option.env], option.env
-    else:
+    found = given(name, x_arguments, environ)
+    if found is None:
         return option.parse(option.default)
+    source, raw = found
     try:
         return option.parse(raw)
     except ValueError as error:
         raise OptionError(f"{source} must be {error}; got {raw!r}") from None
 
 
-def from_alembic(name: str) -> str:
-    """The value of ``name`` for the running alembic command (revisions and env.py)."""
+def _x_arguments() -> dict[str, str]:
     from alembic import context
 
-    return value(name, context.get_x_argument(as_dictionary=True))
+    return context.get_x_argument(as_dictionary=True)
+
+
+def from_alembic(name: str) -> str:
+    """The value of ``name`` for the running alembic command (revisions and env.py)."""
+    return value(name, _x_arguments())
+
+
+def given_to_alembic(name: str) -> bool:
+    """Whether the running alembic command was given ``name`` (by -x or the environment)."""
+    return given(name, _x_arguments()) is not None
