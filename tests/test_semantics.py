@@ -22,14 +22,13 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from psycopg import sql
 
-from cnpg_trace_summaries.contract import SUMMARY_COLUMNS
 from tests.reference import Span, summarize
 from tests.support.database import Database
+from tests.support.incremental import copy_spans, table_rows
 from tests.support.roles import ROLE_PASSWORD, login_role
 from tests.support.servers import NO_SKIPS, fresh_database
-from tests.support.spans import SPAN_FIELDS, span_columns, trace_ids
+from tests.support.spans import span_columns, trace_ids
 
 # Where a not-byte-order collation comes from, best first.
 COLLATIONS = (
@@ -76,12 +75,7 @@ class Store:
         self.conn.execute("REFRESH MATERIALIZED VIEW otel_trace_summaries")
 
     def add(self, spans: list[Span]) -> None:
-        columns = sql.SQL(", ").join(sql.Identifier(name) for name in SPAN_FIELDS)
-        with self.conn.cursor() as cur:
-            copy_sql = sql.SQL("COPY otel_traces ({}) FROM STDIN").format(columns)
-            with cur.copy(copy_sql) as copy:
-                for span in spans:
-                    copy.write_row([getattr(span, name) for name in SPAN_FIELDS])
+        copy_spans(self.conn, spans)
 
     def refresh(self, concurrently: bool = True) -> datetime:
         """Refresh; return the now() the refresh saw (its own transaction's start)."""
@@ -95,12 +89,7 @@ class Store:
         return now
 
     def rows(self) -> dict[str, dict]:
-        cur = self.conn.execute(
-            sql.SQL("SELECT {} FROM otel_trace_summaries").format(
-                sql.SQL(", ").join(sql.Identifier(c) for c in SUMMARY_COLUMNS)
-            )
-        )
-        return {row[0]: dict(zip(SUMMARY_COLUMNS, row, strict=True)) for row in cur.fetchall()}
+        return table_rows(self.conn)
 
     def summarize(self, spans: list[Span]) -> dict[str, dict]:
         self.reset()
