@@ -21,8 +21,6 @@ import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import psycopg
-
 from cnpg_trace_summaries import servers
 
 log = logging.getLogger(__name__)
@@ -106,8 +104,7 @@ class LocalCluster:
             str(directory), cluster.port, cluster.password, str(cluster.install.bindir),
             install.major,
         )  # fmt: skip
-        self.state_file.write_text(json.dumps(asdict(state), indent=2) + "\n")
-        self.state_file.chmod(0o600)
+        self._save(state)
         log.info("created a PostgreSQL %s cluster in %s", install.major, directory)
 
     def _choose_cluster_dir(self) -> Path:
@@ -136,16 +133,21 @@ class LocalCluster:
         cluster = self.cluster()
         if not cluster.is_running():
             cluster.start()
-            if cluster.port != self.state().port:  # the old port was taken
-                state = self.state()
+            state = self.state()
+            if cluster.port != state.port:  # the old port was taken
                 state.port = cluster.port
-                self.state_file.write_text(json.dumps(asdict(state), indent=2) + "\n")
-        with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
+                self._save(state)
+        with cluster.connect() as conn:
             exists = conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (APP_DATABASE,)
             ).fetchone()
-            if not exists:
-                conn.execute(f'CREATE DATABASE "{APP_DATABASE}"')
+        if not exists:
+            cluster.create_database(APP_DATABASE)
+
+    def _save(self, state: ClusterState) -> None:
+        """Record ``state``; the file holds the password, so only its owner may read it."""
+        self.state_file.write_text(json.dumps(asdict(state), indent=2) + "\n")
+        self.state_file.chmod(0o600)
 
     def stop(self) -> bool:
         """Stop the cluster; False when it was not running."""

