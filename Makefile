@@ -10,6 +10,7 @@ DEMO_TRACES ?= 5000
 # The suite mostly waits (for servers, for pg_cron's tick): more workers than cores.
 WORKERS ?= 4
 PYTEST_ARGS ?=
+PARALLEL = -n $(WORKERS) --dist loadgroup
 
 .PHONY: run stop test test-fast lint format bench deps clean help
 
@@ -54,10 +55,10 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 test: deps $(STAMP) lint
-	$(BIN)/pytest -n $(WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/pytest $(PARALLEL) $(PYTEST_ARGS)
 
 test-fast: deps $(STAMP) lint
-	$(BIN)/pytest -n $(WORKERS) --dist loadgroup -m "not pg_cron_tick" $(PYTEST_ARGS)
+	$(BIN)/pytest $(PARALLEL) -m "not pg_cron_tick" $(PYTEST_ARGS)
 
 # BENCH_ARGS, e.g. --traces 1000000 for about 10M spans
 bench: deps $(BENCH_STAMP)
