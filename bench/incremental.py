@@ -41,7 +41,6 @@ from bench import generate
 from cnpg_trace_summaries import summaries, view_mode
 from cnpg_trace_summaries.contract import (
     DIRTY_TABLE,
-    REFRESH_FUNCTION,
     REFRESH_INTERVAL_SECONDS,
     STATE_TABLE,
     SUMMARIES,
@@ -183,13 +182,11 @@ def data_density(traces: int) -> float:
 
 
 def refresh(conn: psycopg.Connection, *, full: bool = False) -> tuple[float, dict]:
-    """One ``CALL otel_trace_summaries_refresh()``: wall seconds and its outcome."""
-    started = time.perf_counter()
-    outcome = conn.execute(f"CALL {REFRESH_FUNCTION}(full_rebuild => %s)", (full,)).fetchone()[0]
-    took = time.perf_counter() - started
-    if not outcome.get("refreshed"):
-        raise RuntimeError(f"the refresh did not run: {outcome}")
-    return took, outcome
+    """One ``CALL otel_trace_summaries_refresh()`` (summaries.refresh): seconds and its outcome."""
+    outcome = summaries.refresh(conn, full=full)
+    if not outcome.refreshed:
+        raise RuntimeError(f"the refresh did not run: {outcome.detail}")
+    return outcome.seconds, outcome.detail
 
 
 def verify(conn: psycopg.Connection) -> dict:
