@@ -26,14 +26,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 
 import psycopg
 
@@ -135,20 +133,11 @@ TWIN = "bench_view_twin"
 SWITCHED = re.compile(r"built beside the old one in ([\d.]+)s, swapped in (\d+) ms")
 
 
-def trace_summaries_command() -> list[str]:
-    """The operator's console command, from this interpreter's environment."""
-    script = Path(sys.executable).parent / "trace-summaries"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("trace-summaries")
-    return [found] if found else [sys.executable, "-m", "cnpg_trace_summaries.cli"]
-
-
 def switch(url: str, mode: str) -> dict:
     """``trace-summaries switch <mode>``, timed; the build and swap times it prints."""
     started = time.perf_counter()
     result = subprocess.run(
-        [*trace_summaries_command(), "switch", mode],
+        [sys.executable, "-m", "cnpg_trace_summaries.cli", "switch", mode],
         env=dict(os.environ, DATABASE_URL=url),
         capture_output=True,
         text=True,
