@@ -273,7 +273,7 @@ class Session:
     def boundary(self) -> datetime:
         return self.conn.execute(f"SELECT window_boundary FROM {STATE_TABLE}").fetchone()[0]
 
-    def cycle(self, rate: int = 1_000, *, check: bool = True) -> dict:
+    def cycle(self, rate: int = 1_000) -> dict:
         """One steady-state cycle of ``rate`` spans per second; see the module's docstring."""
         conn = self.conn
         before = conn.execute("SELECT clock_timestamp()").fetchone()[0]
@@ -327,10 +327,9 @@ class Session:
             "refresh": outcome,
             **table_facts(conn),
         }
-        if check:
-            record["verify"] = verify(conn)
-            if not record["verify"]["exact"]:
-                self.log(f"NOT EXACT after a cycle: {record['verify']}")
+        record["verify"] = verify(conn)
+        if not record["verify"]["exact"]:
+            self.log(f"NOT EXACT after a cycle: {record['verify']}")
         if self.twin:
             started = time.perf_counter()
             conn.execute(f"REFRESH MATERIALIZED VIEW CONCURRENTLY {TWIN}")
