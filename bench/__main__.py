@@ -42,11 +42,11 @@ from pathlib import Path
 import psycopg
 
 from bench import generate, incremental, ingest, measure, report
+from cnpg_trace_summaries.contract import REFRESH_INTERVAL_SECONDS
 from cnpg_trace_summaries.localdb import LocalCluster
 from cnpg_trace_summaries.progress import progress_bar
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEDULE_SECONDS = 120
 
 NEW_SPANS_SQL = """
 INSERT INTO otel_traces ("timestamp", trace_id, span_id, parent_span_id, name, kind,
@@ -203,7 +203,7 @@ def incremental_part(
     part["after_ingest"] = {"refresh_s": took, "refresh": outcome, "verify": check}
     part["boundary_band"] = session.add_boundary_band()
     part["twin_build_s"] = session.create_twin()
-    log(f"{args.incremental_cycles} steady-state cycles at 1,000 spans/s")
+    log(f"{args.incremental_cycles} steady-state cycles at {report.RATE:,} spans/s")
     part["cycles"] = session.cycles(args.incremental_cycles, label="steady cycle")
     part["cycle_refresh_s"] = incremental.median_refresh(part["cycles"])
     part["paired"] = incremental.paired(part["cycles"])
@@ -214,7 +214,7 @@ def incremental_part(
     part["rate_cycles"] = []
     window = generate.spans_in_window(conn)
     for rate in args.rates:
-        if rate * incremental.REFRESH_INTERVAL_SECONDS * 4 > window:
+        if rate * REFRESH_INTERVAL_SECONDS * 4 > window:
             log(f"no cycle at {rate:,} spans/s: it would replace over a quarter of the window")
             continue
         part["rate_cycles"] += session.cycles(1, rate, label="rate cycle")
@@ -453,13 +453,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--traces must be at least 4, the rounds and cycles at least 1")
 
     if args.rewrite_report:
-        for path in report.rewrite(args.out, SCHEDULE_SECONDS):
+        for path in report.rewrite(args.out, REFRESH_INTERVAL_SECONDS):
             print(f"wrote {path}")
         return 0
     results = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     paths = report.write(results, args.out)
-    print(report.capacity_line(results, SCHEDULE_SECONDS))
+    print(report.capacity_line(results, REFRESH_INTERVAL_SECONDS))
     print(report.incremental_line(results))
     for path in paths:
         print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")

@@ -36,6 +36,7 @@ from datetime import datetime
 import psycopg
 
 from bench import generate
+from bench.report import RATE
 from cnpg_trace_summaries import summaries, view_mode
 from cnpg_trace_summaries.contract import (
     DIRTY_TABLE,
@@ -273,7 +274,7 @@ class Session:
     def boundary(self) -> datetime:
         return self.conn.execute(f"SELECT window_boundary FROM {STATE_TABLE}").fetchone()[0]
 
-    def cycle(self, rate: int = 1_000) -> dict:
+    def cycle(self, rate: int = RATE) -> dict:
         """One steady-state cycle of ``rate`` spans per second; see the module's docstring."""
         conn = self.conn
         before = conn.execute("SELECT clock_timestamp()").fetchone()[0]
@@ -336,7 +337,7 @@ class Session:
             record["twin_view_refresh_s"] = time.perf_counter() - started
         return record
 
-    def explained_cycle(self, rate: int = 1_000) -> dict:
+    def explained_cycle(self, rate: int = RATE) -> dict:
         """One more cycle, with EXPLAIN (ANALYZE, BUFFERS) of the refresh's main statement.
 
         auto_explain logs the statements the refresh procedure runs, as NOTICEs to
@@ -369,7 +370,7 @@ class Session:
             plans.append("\n".join([lines[0], *lines[first:]]))
         return {"cycle": record, "plan": "\n\n".join(plans)}
 
-    def cycles(self, count: int, rate: int = 1_000, label: str = "cycle") -> list[dict]:
+    def cycles(self, count: int, rate: int = RATE, label: str = "cycle") -> list[dict]:
         done = []
         for number in range(1, count + 1):
             record = {"cycle": number, **self.cycle(rate)}

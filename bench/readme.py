@@ -10,8 +10,10 @@ from pathlib import Path
 
 from bench import report
 from bench.report import RATE, duration, spans_m
+from cnpg_trace_summaries.contract import REFRESH_INTERVAL_SECONDS, WINDOW_DAYS
 
-SPANS_AT_RATE_IN_WINDOW = RATE * 7 * 86_400  # 604.8M spans: 1,000 spans/s for 7 days
+# 604.8M spans: 1,000 spans/s for 7 days
+SPANS_AT_RATE_IN_WINDOW = RATE * WINDOW_DAYS * 86_400
 
 # Options a run records (as text) that the list of runs names when not these.
 DEFAULTS = {
@@ -255,9 +257,10 @@ def capacity(runs: list[dict], schedule_seconds: float) -> list[str]:
         ]
         for row in measured_rates:
             kind = "" if row["kinds"] == ["incremental"] else " (**full rebuild**)"
+            cycle_s = REFRESH_INTERVAL_SECONDS
             lines.append(
-                f"| {row['rate']:,} | {row['rate'] * 120:,} | {row['keys']:,.0f} | "
-                f"{duration(row['refresh_s'])}{kind} | {row['refresh_s'] / 120:.1%} | "
+                f"| {row['rate']:,} | {row['rate'] * cycle_s:,} | {row['keys']:,.0f} | "
+                f"{duration(row['refresh_s'])}{kind} | {row['refresh_s'] / cycle_s:.1%} | "
                 f"{duration(row['insert_s'])} |"
             )
         top = measured_rates[-1]
@@ -370,7 +373,7 @@ def render(runs: list[dict], schedule_seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(out: Path, schedule_seconds: float = 120) -> Path:
+def write(out: Path, schedule_seconds: float = REFRESH_INTERVAL_SECONDS) -> Path:
     path = out / "README.md"
     path.write_text(render(report.load_runs(out), schedule_seconds))
     return path

@@ -6,6 +6,8 @@ import json
 import statistics
 from pathlib import Path
 
+from cnpg_trace_summaries.contract import REFRESH_INTERVAL_SECONDS
+
 
 def label(results: dict) -> str:
     spans = results["spans_in_window"]
@@ -145,7 +147,6 @@ TARGET_RATIO = 20
 TARGET_FLATNESS = 1.5
 TARGET_OVERHEAD_PCT = 10
 TARGET_LISTING_MS = 1.0
-REFRESH_SECONDS = 120
 
 
 def duration(seconds: float) -> str:
@@ -346,7 +347,8 @@ def incremental_markdown(results: dict) -> list[str]:
         "",
         "At N/4 and N/2 the incremental cycles ran right after the view's refreshes at that "
         "stage (switch, band, cycles, switch back). At N they are the steady-state cycles below, "
-        "run after the view's part, whose 30 cycles had replaced some of the oldest traces with "
+        f"run after the view's part, whose {len(results['cycles'])} cycles had replaced some of "
+        "the oldest traces with "
         f"as many new ones: {inc['spans_in_window']:,} spans in the window then. The view's "
         "twin (the view's definition, storage and indexes under another name, beside the "
         "table) is refreshed concurrently in every cycle right after the incremental refresh "
@@ -614,12 +616,12 @@ def rates(run: dict) -> list[dict]:
             # If the refresh's cost is proportional to what changed (it has a
             # fixed part too, so this errs low), the rate whose two minutes
             # would take the whole two minutes to refresh.
-            "rate_filling_schedule": rate * REFRESH_SECONDS / refresh,
+            "rate_filling_schedule": rate * REFRESH_INTERVAL_SECONDS / refresh,
         })  # fmt: skip
     return found
 
 
-def rewrite(out: Path, schedule_seconds: float = 120) -> list[Path]:
+def rewrite(out: Path, schedule_seconds: float = REFRESH_INTERVAL_SECONDS) -> list[Path]:
     """Every result's Markdown, the chart and README.md again, from the JSON files in ``out``."""
     from bench import readme
 
@@ -631,7 +633,9 @@ def rewrite(out: Path, schedule_seconds: float = 120) -> list[Path]:
     return [*paths, chart(out, schedule_seconds), readme.write(out, schedule_seconds)]
 
 
-def write(results: dict, out: Path, schedule_seconds: float = 120) -> list[Path]:
+def write(
+    results: dict, out: Path, schedule_seconds: float = REFRESH_INTERVAL_SECONDS
+) -> list[Path]:
     """This run's JSON and Markdown, then the chart and README.md from every result in ``out``."""
     from bench import readme  # it reads this module's tables
 
