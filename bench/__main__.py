@@ -95,6 +95,22 @@ def alembic(url: str, *args: str) -> float:
     return time.perf_counter() - started
 
 
+def upgrade_head(url: str, conn: psycopg.Connection) -> float:
+    """``alembic upgrade head``, timed; then its pg_cron job is unscheduled."""
+    took = alembic(url, "upgrade", "head")
+    incremental.unschedule(conn)
+    return took
+
+
+def switch(url: str, conn: psycopg.Connection, mode: str, when: str = "") -> dict:
+    """``trace-summaries switch <mode>``, timed and logged; then its job is unscheduled."""
+    log(f"trace-summaries switch {mode}{when}")
+    switched = incremental.switch(url, mode)
+    incremental.unschedule(conn)
+    log(f"  {switched['output'].splitlines()[-1]}")
+    return switched
+
+
 def server_facts(conn: psycopg.Connection) -> dict:
     names = (
         "server_version",
@@ -148,18 +164,12 @@ def incremental_stage(
     url: str, conn: psycopg.Connection, session: incremental.Session, cycles: int
 ) -> dict:
     """At a stage: switch to incremental, time steady-state cycles (verified), switch back."""
-    log("trace-summaries switch incremental")
-    to_incremental = incremental.switch(url, "incremental")
-    incremental.unschedule(conn)
-    log(f"  {to_incremental['output'].splitlines()[-1]}")
+    to_incremental = switch(url, conn, "incremental")
     band = session.add_boundary_band()
     twin_s = session.create_twin()
     done = session.cycles(cycles, label="  stage cycle")
     session.drop_twin()
-    log("trace-summaries switch view")
-    to_view = incremental.switch(url, "view")
-    incremental.unschedule(conn)
-    log(f"  {to_view['output'].splitlines()[-1]}")
+    to_view = switch(url, conn, "view")
     return {
         "switch_to_incremental": to_incremental,
         "boundary_band": band,
@@ -186,10 +196,7 @@ def incremental_part(
 ) -> dict:
     """At N, after the view's part: the incremental mode on the same database."""
     part: dict = {}
-    log("trace-summaries switch incremental (at N)")
-    part["switch"] = incremental.switch(url, "incremental")
-    incremental.unschedule(conn)
-    log(f"  {part['switch']['output'].splitlines()[-1]}")
+    part["switch"] = switch(url, conn, "incremental", " (at N)")
     part["spans_in_window"] = generate.spans_in_window(conn)
     part["rows"] = conn.execute("SELECT count(*) FROM otel_trace_summaries").fetchone()[0]
     part["verify_after_switch"] = incremental.verify(conn)
@@ -258,8 +265,7 @@ def run(args: argparse.Namespace) -> dict:
                 conn.execute("VACUUM ANALYZE otel_traces")
                 if not results["stages"]:
                     log("alembic upgrade head (first stage)")
-                    results["first_migration_s"] = alembic(url, "upgrade", "head")
-                    incremental.unschedule(conn)
+                    results["first_migration_s"] = upgrade_head(url, conn)
                 spans = generate.spans_in_window(conn)
                 timings = measure.alternated_medians(
                     conn,
@@ -283,8 +289,7 @@ def run(args: argparse.Namespace) -> dict:
 
             log("migration over the full data: alembic downgrade -1, then timed upgrade head")
             alembic(url, "downgrade", "-1")
-            results["migration_s"] = alembic(url, "upgrade", "head")
-            incremental.unschedule(conn)
+            results["migration_s"] = upgrade_head(url, conn)
             results["view_after_migration"] = measure.view_health(conn)
             results["traces_in_view"] = conn.execute(
                 "SELECT count(*) FROM otel_trace_summaries"
