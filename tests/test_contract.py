@@ -12,7 +12,8 @@ from contextlib import ExitStack
 import pytest
 
 from cnpg_trace_summaries import contract
-from tests.support.schemas import jobs_named, named_schema
+from tests.support.cron import jobs_named
+from tests.support.database import schema_in
 
 LONG_A = "s" * 55 + "aaaaa"  # 60 characters, the first 55 shared with LONG_B
 LONG_B = "s" * 55 + "aaaab"
@@ -112,7 +113,7 @@ def test_long_and_non_ascii_schemas_get_their_own_job_and_each_downgrade_removes
     names = [LONG_A, LONG_B, ACCENTED, "é" * 30 + "a", JAPANESE]
     with ExitStack() as stack:
         schemas = [
-            stack.enter_context(named_schema(cron_server, cron_server.cron_database, name))
+            stack.enter_context(schema_in(cron_server, cron_server.cron_database, name=name))
             for name in names
         ]
         for schema in schemas:

@@ -8,6 +8,8 @@ from datetime import datetime
 
 import psycopg
 
+from tests.support.database import Database
+
 TICK_TIMEOUT_SECONDS = 200
 
 RUN_SQL = """
@@ -40,3 +42,14 @@ def job_id(connect: Callable[[], psycopg.Connection], jobname: str) -> int | Non
     with connect() as conn:
         row = conn.execute("SELECT jobid FROM cron.job WHERE jobname = %s", (jobname,)).fetchone()
     return row[0] if row else None
+
+
+def jobs_named(database: Database, *names: str) -> dict[str, int]:
+    """How many pg_cron jobs carry each name (``database`` is where pg_cron lives)."""
+    with database.connect() as conn:
+        return {
+            name: conn.execute(
+                "SELECT count(*) FROM cron.job WHERE jobname = %s", (name,)
+            ).fetchone()[0]
+            for name in names
+        }

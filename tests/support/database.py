@@ -87,16 +87,24 @@ class Database:
 
 @contextmanager
 def schema_in(
-    server, dbname: str, owner: str | None = None, password: str | None = None
+    server,
+    dbname: str,
+    owner: str | None = None,
+    password: str | None = None,
+    *,
+    name: str | None = None,
 ) -> Iterator[Database]:
     """A fresh schema in ``dbname`` (owned by and reached as ``owner``), dropped with its job.
+
+    ``name``: the schema's name (long, non-ASCII: chosen by the test); a
+    random ``t_...`` name by default.
 
     In the database pg_cron lives in, a schema per test is how tests share one
     pg_cron: the extension lives in one database only, and dropping that
     database would stop pg_cron's scheduler for good. The schema is first on
     the search_path, which also proves that the job's command is qualified.
     """
-    schema = f"t_{uuid.uuid4().hex[:10]}"
+    schema = name or f"t_{uuid.uuid4().hex[:10]}"
     with server.connect(dbname, autocommit=True) as conn:
         conn.execute(
             sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(
