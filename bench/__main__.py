@@ -181,16 +181,6 @@ def incremental_stage(
     }
 
 
-def listing(conn: psycopg.Connection, runs: int) -> dict:
-    return {
-        name: measure.latency(conn, template.format(source="otel_trace_summaries"), runs)
-        for name, template in (
-            ("time_range", measure.TIME_RANGE_QUERY),
-            ("service", measure.SERVICE_QUERY),
-        )
-    }
-
-
 def incremental_part(
     url: str, conn: psycopg.Connection, session: incremental.Session, args: argparse.Namespace
 ) -> dict:
@@ -201,7 +191,7 @@ def incremental_part(
     part["rows"] = conn.execute("SELECT count(*) FROM otel_trace_summaries").fetchone()[0]
     part["verify_after_switch"] = incremental.verify(conn)
     log(f"listing queries on the incremental table: {args.listing_runs} runs each")
-    part["listing"] = listing(conn, args.listing_runs)
+    part["listing"] = measure.listing(conn, args.listing_runs)
     part["full_rebuild"] = incremental.full_rebuilds(conn, log)
     log(f"ingest overhead of the capture trigger: {args.ingest_rounds} alternated rounds")
     part["ingest"] = ingest.measure(conn, args.ingest_rounds, log=log)
@@ -215,7 +205,7 @@ def incremental_part(
     part["cycle_refresh_s"] = incremental.median_refresh(part["cycles"])
     part["paired"] = incremental.paired(part["cycles"])
     session.drop_twin()
-    part["listing_after_cycles"] = listing(conn, args.listing_runs)
+    part["listing_after_cycles"] = measure.listing(conn, args.listing_runs)
     log("one more cycle, with EXPLAIN ANALYZE of the refresh (not counted)")
     part["explained_cycle"] = session.explained_cycle()
     part["rate_cycles"] = []
@@ -305,24 +295,16 @@ def run(args: argparse.Namespace) -> dict:
             )
             live = f"({definition}) AS live"
             results["listing"] = {}
-            for name, template in (
-                ("time_range", measure.TIME_RANGE_QUERY),
-                ("service", measure.SERVICE_QUERY),
-            ):
+            for name in measure.LISTING_QUERIES:
                 log(f"listing query {name}: {args.listing_runs} runs on the view")
-                on_view = measure.latency(
-                    conn, template.format(source="otel_trace_summaries"), args.listing_runs
-                )
+                on_view = measure.listing(conn, args.listing_runs, names=[name])[name]
                 if args.skip_live_listing:
                     results["listing"][name] = {"view": on_view, "live": None, "speedup_p50": None}
                     continue
                 log(f"listing query {name}: up to {args.live_runs} runs computed live")
-                on_live = measure.latency(
-                    conn,
-                    template.format(source=live),
-                    args.live_runs,
-                    budget_seconds=args.live_budget,
-                )
+                on_live = measure.listing(
+                    conn, args.live_runs, live, [name], budget_seconds=args.live_budget
+                )[name]
                 results["listing"][name] = {
                     "view": on_view,
                     "live": on_live,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import psycopg
+
+from cnpg_trace_summaries.contract import SUMMARIES
 
 WINDOW_PREDICATE = "\"timestamp\" > now() - interval '7 days' AND trace_id <> ''"
 
@@ -17,6 +19,7 @@ TIME_RANGE_QUERY = (
 SERVICE_QUERY = (
     "SELECT * FROM {source} WHERE root_service_name = 'checkout' ORDER BY timestamp DESC LIMIT 100"
 )
+LISTING_QUERIES = {"time_range": TIME_RANGE_QUERY, "service": SERVICE_QUERY}
 
 # The comparison row: one pass, one GROUP BY, root columns picked column by
 # column with max() FILTER (so they may come from different root spans).
@@ -78,6 +81,20 @@ def latency(
         "runs": len(timings),
         "p50_ms": percentile(timings, 0.50),
         "p95_ms": percentile(timings, 0.95),
+    }
+
+
+def listing(
+    conn: psycopg.Connection,
+    runs: int,
+    source: str = SUMMARIES,
+    names: Iterable[str] = LISTING_QUERIES,
+    budget_seconds: float | None = None,
+) -> dict[str, dict]:
+    """The latency of the spec's listing queries (all, or those ``names``) over ``source``."""
+    return {
+        name: latency(conn, LISTING_QUERIES[name].format(source=source), runs, budget_seconds)
+        for name in names
     }
 
 
