@@ -623,7 +623,7 @@ def rates(run: dict) -> list[dict]:
 
 def rewrite(out: Path, schedule_seconds: float = REFRESH_INTERVAL_SECONDS) -> list[Path]:
     """Every result's Markdown, the chart and README.md again, from the JSON files in ``out``."""
-    from bench import readme
+    from bench import readme  # it reads this module's tables
 
     paths = []
     for run in load_runs(out):
@@ -636,17 +636,7 @@ def rewrite(out: Path, schedule_seconds: float = REFRESH_INTERVAL_SECONDS) -> li
 def write(
     results: dict, out: Path, schedule_seconds: float = REFRESH_INTERVAL_SECONDS
 ) -> list[Path]:
-    """This run's JSON and Markdown, then the chart and README.md from every result in ``out``."""
-    from bench import readme  # it reads this module's tables
-
-    name = label(results)
-    json_path = out / f"{name}.json"
+    """This run's JSON, then every result's Markdown, the chart and README.md (:func:`rewrite`)."""
+    json_path = out / f"{label(results)}.json"
     json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    md_path = out / f"{name}.md"
-    md_path.write_text(markdown(results, schedule_seconds))
-    paths = [json_path, md_path]
-    png = chart(out, schedule_seconds)
-    if png:
-        paths.append(png)
-    paths.append(readme.write(out, schedule_seconds))
-    return paths
+    return [json_path, *rewrite(out, schedule_seconds)]
