@@ -24,14 +24,17 @@ the caller refreshes and verifies.
 from __future__ import annotations
 
 import hashlib
+import math
 import statistics
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+from psycopg import sql
 
 from bench.generate import SERVICES
+from bench.incremental import ROWS_PER_STATEMENT, SPANS_PER_TRACE
 from cnpg_trace_summaries.contract import CAPTURE_TRIGGERS, SPAN_COLUMNS, TRACES_TABLE
 
 KINDS = ("insert", "copy", "single")
@@ -40,16 +43,16 @@ _COLUMN_LIST = ", ".join(f'"{c}"' for c in SPAN_COLUMNS)
 
 
 def span_rows(tag: str, traces: int, now: datetime) -> list[tuple]:
-    """Rows of ``traces`` new traces of 10 spans, as a collector would send them."""
+    """Rows of ``traces`` new traces of SPANS_PER_TRACE spans, as a collector would send them."""
     rows = []
     for i in range(traces):
         trace_id = hashlib.md5(f"{tag}.{i}".encode()).hexdigest()
         started = now - timedelta(seconds=10) + timedelta(milliseconds=i)
         start_ns = int(started.timestamp() * 1e9)
-        for s in range(10):
+        for s in range(SPANS_PER_TRACE):
             span_id = hashlib.md5(f"{trace_id}.{s}".encode()).hexdigest()[:16]
             parent = None if s == 0 else hashlib.md5(f"{trace_id}.{(s - 1) // 2}".encode())
-            error = i % 33 == 0 and s == 9
+            error = i % 33 == 0 and s == SPANS_PER_TRACE - 1
             rows.append((
                 (started + timedelta(milliseconds=3 * s)).isoformat(),
                 trace_id,
@@ -74,16 +77,10 @@ def span_rows(tag: str, traces: int, now: datetime) -> list[tuple]:
     return rows
 
 
-def _literal(value) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, int):
-        return str(value)
-    return "'" + str(value).replace("'", "''") + "'"
-
-
 def insert_statement(rows: list[tuple]) -> str:
-    values = ",\n".join("(" + ", ".join(_literal(v) for v in row) + ")" for row in rows)
+    values = ",\n".join(
+        "(" + ", ".join(sql.Literal(v).as_string(None) for v in row) + ")" for row in rows
+    )
     return f"INSERT INTO {TRACES_TABLE} ({_COLUMN_LIST}) VALUES\n{values}"
 
 
@@ -105,17 +102,17 @@ class Block:
         now = datetime.now(UTC)
         self.kind = kind
         if kind == "single":
-            rows = span_rows(tag, (single_rows + 9) // 10, now)[:single_rows]
+            rows = span_rows(tag, math.ceil(single_rows / SPANS_PER_TRACE), now)[:single_rows]
             self.payload: list = [insert_statement([row]) for row in rows]
             self.spans = len(rows)
             self.trace_ids = sorted({r[1] for r in rows})
             return
         self.payload, self.trace_ids = [], []
         for k in range(statements):
-            rows = span_rows(f"{tag}.{k}", 100, now)  # 100 traces of 10 spans: 1,000 rows
+            rows = span_rows(f"{tag}.{k}", ROWS_PER_STATEMENT // SPANS_PER_TRACE, now)
             self.trace_ids += sorted({r[1] for r in rows})
             self.payload.append(insert_statement(rows) if kind == "insert" else copy_data(rows))
-        self.spans = 1_000 * statements
+        self.spans = ROWS_PER_STATEMENT * statements
 
     def run(self, conn: psycopg.Connection) -> float:
         """Seconds per span."""
@@ -199,7 +196,7 @@ def measure(
     return {
         "rounds": rounds,
         "statements_per_block": statements,
-        "rows_per_statement": 1_000,
+        "rows_per_statement": ROWS_PER_STATEMENT,
         "single_rows_per_block": single_rows,
         "summary": summary,
         "per_round": per_round,
