@@ -385,7 +385,8 @@ def run(args: argparse.Namespace) -> dict:
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m bench``; its defaults are the README's too."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--traces", type=int, default=100_000, help="traces to generate (100,000 = about 1M spans)"
@@ -429,7 +430,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run nothing: rewrite every result's .md, refresh.png and README.md from the JSON",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    command_line = parser()
+    args = command_line.parse_args(argv)
     if (
         args.traces < 4
         or min(
@@ -437,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         < 1
     ):
-        parser.error("--traces must be at least 4, the rounds and cycles at least 1")
+        command_line.error("--traces must be at least 4, the rounds and cycles at least 1")
 
     if args.rewrite_report:
         for path in report.rewrite(args.out, REFRESH_INTERVAL_SECONDS):

@@ -9,22 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench import report
+from bench.__main__ import parser
 from bench.report import RATE, duration, spans_m
 from cnpg_trace_summaries.contract import REFRESH_INTERVAL_SECONDS, WINDOW_DAYS
 
 # 604.8M spans: 1,000 spans/s for 7 days
 SPANS_AT_RATE_IN_WINDOW = RATE * WINDOW_DAYS * 86_400
 
-# Options a run records (as text) that the list of runs names when not these.
+# Options a run records (as text) that the list of runs names when not python -m bench's
+# defaults: --traces always, and never where the results went or whether the cluster was kept.
 DEFAULTS = {
-    "live_budget": "900.0",
-    "skip_live_listing": "False",
-    "rounds": "3",
-    "cycles": "30",
-    "stage_cycles": "3",
-    "incremental_cycles": "20",
-    "ingest_rounds": "30",
-    "rates": "[2000, 4000, 8000]",
+    name: str(value)
+    for name, value in vars(parser().parse_args([])).items()
+    if name not in {"traces", "out", "keep", "rewrite_report"}
 }
 
 METHOD = """\
