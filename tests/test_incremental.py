@@ -27,6 +27,7 @@ from cnpg_trace_summaries.contract import (
 )
 from cnpg_trace_summaries.incremental_mode import STAGING_TABLE
 from tests.support.commands import run_cli
+from tests.support.cron import job_command, jobs_named
 from tests.support.database import Database, new_database
 from tests.support.incremental import (
     PARTITIONED_TRACES,
@@ -485,10 +486,10 @@ def test_downgrade_removes_everything_and_upgrading_again_works(db):
 def test_downgrade_unschedules_the_incremental_job(cron_db: Database):
     install(cron_db)
     name = cron_db.job_name
-    command = cron_db.scalar("SELECT command FROM cron.job WHERE jobname = %s", (name,))
+    command = job_command(cron_db, name)
     assert command == f"CALL {cron_db.schema}.{REFRESH_FUNCTION}()"
     cron_db.migrate("downgrade", "-1")
-    assert cron_db.scalar("SELECT count(*) FROM cron.job WHERE jobname = %s", (name,)) == 0
+    assert jobs_named(cron_db, name) == {name: 0}
 
 
 @pytest.mark.parametrize("left_by", MODES)

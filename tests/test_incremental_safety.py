@@ -32,6 +32,7 @@ from cnpg_trace_summaries.contract import (
 )
 from cnpg_trace_summaries.incremental_mode import STAGING_TABLE
 from tests.support.commands import assert_one_clear_line, run_cli
+from tests.support.cron import jobs_named
 from tests.support.data import Ingest
 from tests.support.database import Database
 from tests.support.incremental import (
@@ -92,12 +93,11 @@ def test_a_downgrade_that_meets_a_reader_fails_without_blocking_ingest(db, repor
 
 
 def test_a_downgrade_that_meets_a_reader_keeps_the_job(cron_db, report):
-    jobs = "SELECT count(*) FROM cron.job WHERE jobname = %s"
     downgrade_behind_a_reader(cron_db, report)
-    assert cron_db.scalar(jobs, (cron_db.job_name,)) == 1
+    assert jobs_named(cron_db, cron_db.job_name) == {cron_db.job_name: 1}
     cron_db.migrate("downgrade", "-1")
     assert installed(cron_db) == NOTHING_INSTALLED
-    assert cron_db.scalar(jobs, (cron_db.job_name,)) == 0
+    assert jobs_named(cron_db, cron_db.job_name) == {cron_db.job_name: 0}
 
 
 def test_a_downgrade_waits_for_a_running_refresh_before_it_locks_anything(db):

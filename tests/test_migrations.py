@@ -18,6 +18,7 @@ from cnpg_trace_summaries import contract
 from cnpg_trace_summaries.contract import SUMMARY_INDEXES
 from tests.support import ROOT
 from tests.support.commands import assert_one_clear_line, last_line, psql, run_alembic
+from tests.support.cron import jobs_named
 from tests.support.database import Database
 
 __all__ = ["test_single_head_revision", "test_up_down_consistency", "test_upgrade"]
@@ -43,9 +44,7 @@ def summary_objects(database: Database) -> dict:
         )
         jobs = 0
         if conn.execute("SELECT to_regclass('cron.job')").fetchone()[0]:
-            jobs = conn.execute(
-                "SELECT count(*) FROM cron.job WHERE jobname = %s", (database.job_name,)
-            ).fetchone()[0]
+            jobs = jobs_named(database, database.job_name)[database.job_name]
     return {"views": views, "indexes": indexes, "jobs": jobs}
 
 

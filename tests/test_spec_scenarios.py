@@ -18,6 +18,7 @@ import pytest
 from cnpg_trace_summaries.contract import REFRESH_SCHEDULE, SUMMARY_COLUMN_TYPES, SUMMARY_COLUMNS
 from tests.support import ROOT
 from tests.support.commands import psql as run_psql
+from tests.support.cron import job_command
 from tests.support.data import LISTING_DATA_SQL, LISTING_TRACES
 from tests.support.database import Database, schema_in
 from tests.support.roles import ROLE_PASSWORD, grant, login_role
@@ -183,9 +184,7 @@ def test_pg_cron_job_exists_for_mv_refresh(listing_db: Database):
 
 def test_mv_refresh_completes_without_blocking_reads(listing_db: Database):
     """A read during the job's refresh returns at once, while the refresh holds its lock."""
-    command = listing_db.scalar(
-        "SELECT command FROM cron.job WHERE jobname = %s", (listing_db.job_name,)
-    )
+    command = job_command(listing_db, listing_db.job_name)
     refresher = listing_db.connect()  # a transaction, so the refresh's lock stays held
     try:
         refresher.execute(command)
@@ -212,9 +211,7 @@ def test_mv_refresh_completes_without_blocking_reads(listing_db: Database):
 
 def test_mv_refresh_completes_without_blocking_reads_while_refresh_runs(listing_db: Database):
     """Reads keep answering while a real (uncommitted-until-done) refresh is running."""
-    command = listing_db.scalar(
-        "SELECT command FROM cron.job WHERE jobname = %s", (listing_db.job_name,)
-    )
+    command = job_command(listing_db, listing_db.job_name)
     done = threading.Event()
 
     refreshed = []

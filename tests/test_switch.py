@@ -21,6 +21,7 @@ from cnpg_trace_summaries.contract import REFRESH_FUNCTION, SUMMARIES
 from cnpg_trace_summaries.summary_sql import COLUMN_LIST, window_query
 from tests.support import ROOT
 from tests.support.commands import environment, run_cli
+from tests.support.cron import job_command, jobs_named
 from tests.support.data import Ingest
 from tests.support.database import Database
 from tests.support.incremental import Reader, compare, refresh, traces_sql
@@ -145,14 +146,14 @@ def test_the_refresh_job_follows_the_mode(cron_db: Database):
     name = cron_db.job_name
 
     def command() -> str:
-        return cron_db.scalar("SELECT command FROM cron.job WHERE jobname = %s", (name,))
+        return job_command(cron_db, name)
 
     assert command() == f"REFRESH MATERIALIZED VIEW CONCURRENTLY {cron_db.schema}.{SUMMARIES}"
     assert switch(cron_db, "incremental").returncode == 0
     assert command() == f"CALL {cron_db.schema}.{REFRESH_FUNCTION}()"
     assert switch(cron_db, "view").returncode == 0
     assert command() == f"REFRESH MATERIALIZED VIEW CONCURRENTLY {cron_db.schema}.{SUMMARIES}"
-    assert cron_db.scalar("SELECT count(*) FROM cron.job WHERE jobname = %s", (name,)) == 1
+    assert jobs_named(cron_db, name) == {name: 1}
 
 
 def test_switching_to_the_mode_already_installed_changes_nothing_and_says_so(db):
@@ -279,24 +280,21 @@ def cnpg_app(cron_server):
 SCHEDULE_GRANTS = pgcron.GRANTS_FOR_SCHEDULE_IN_DATABASE.format(role="{}")
 
 
-def job_command(cluster, database: Database) -> str | None:
-    with cluster.connect("postgres") as conn:
-        row = conn.execute(
-            "SELECT command FROM cron.job WHERE jobname = %s", (database.job_name,)
-        ).fetchone()
-    return row and row[0]
+def command_in_postgres(cluster, database: Database) -> str | None:
+    """The command of ``database``'s job in the cron.job of ``cluster``'s postgres database."""
+    return job_command(Database(cluster, "postgres"), database.job_name)
 
 
 def test_in_cnpgs_default_layout_the_job_in_postgres_follows_the_mode(cnpg_app):
     cluster, app = cnpg_app
     grant(cluster, "postgres", SCHEDULE_GRANTS, app.role, app.role)
     app.migrate("upgrade", "head")
-    assert job_command(cluster, app).startswith("REFRESH MATERIALIZED VIEW CONCURRENTLY")
+    assert command_in_postgres(cluster, app).startswith("REFRESH MATERIALIZED VIEW CONCURRENTLY")
     result = switch(app, "incremental")
     assert result.returncode == 0, result.stderr
-    assert job_command(cluster, app) == f"CALL public.{REFRESH_FUNCTION}()"
+    assert command_in_postgres(cluster, app) == f"CALL public.{REFRESH_FUNCTION}()"
     assert switch(app, "view").returncode == 0
-    assert job_command(cluster, app).startswith("REFRESH MATERIALIZED VIEW CONCURRENTLY")
+    assert command_in_postgres(cluster, app).startswith("REFRESH MATERIALIZED VIEW CONCURRENTLY")
 
 
 def test_a_switch_that_cannot_move_the_job_fails_and_says_the_job_still_runs_the_old_command(

@@ -53,3 +53,8 @@ def jobs_named(database: Database, *names: str) -> dict[str, int]:
             ).fetchone()[0]
             for name in names
         }
+
+
+def job_command(database: Database, jobname: str) -> str | None:
+    """The command of the pg_cron job ``jobname`` (``database`` is where pg_cron lives)."""
+    return database.scalar("SELECT command FROM cron.job WHERE jobname = %s", (jobname,))
