@@ -31,7 +31,7 @@ from cnpg_trace_summaries.contract import (
     lock_key_sql,
 )
 from cnpg_trace_summaries.incremental_mode import STAGING_TABLE
-from tests.support.commands import assert_one_clear_line, run_cli
+from tests.support.commands import assert_one_clear_line, switch
 from tests.support.cron import jobs_named
 from tests.support.data import Ingest
 from tests.support.database import Database
@@ -50,11 +50,9 @@ from tests.support.sessions import Background
 BEFORE = "00000000000001"
 HEAD = "00000000000007"
 
-# (mode, capture triggers on otel_traces, helper tables, the version) in the search_path's schema
-INSTALLED = f"""
-SELECT (SELECT CASE relkind WHEN 'm' THEN 'view' WHEN 'r' THEN 'incremental' END
-        FROM pg_class WHERE oid = to_regclass(format('%%I.{SUMMARIES}', current_schema()))),
-       (SELECT count(*) FROM pg_trigger
+# The capture triggers on otel_traces and the helper tables in the search_path's schema.
+MACHINERY = f"""
+SELECT (SELECT count(*) FROM pg_trigger
         WHERE tgrelid = to_regclass(format('%%I.{TRACES_TABLE}', current_schema()))
           AND tgname = ANY(%(triggers)s)),
        (SELECT count(*) FROM pg_class
@@ -67,8 +65,12 @@ NOTHING_INSTALLED = (None, 0, 0, BEFORE)
 
 
 def installed(database: Database) -> tuple:
+    """(mode, capture triggers on otel_traces, helper tables, the version)."""
     params = {"triggers": list(CAPTURE_TRIGGERS.values()), "helpers": HELPERS}
-    return (*database.rows(INSTALLED, params)[0], database.version())
+    with database.connect() as conn:
+        mode = modes.installed(conn)
+        machinery = conn.execute(MACHINERY, params).fetchone()
+    return (mode, *machinery, database.version())
 
 
 # -- a downgrade never holds otel_traces while it waits ----------------------------------------
@@ -201,11 +203,6 @@ def odd(db: Database) -> Database:
     return Database(db.server, db.dbname, ODD_SCHEMA)
 
 
-def switch(database: Database, mode: str) -> None:
-    result = run_cli("switch", mode, DATABASE_URL=database.url)
-    assert result.returncode == 0, result.stderr
-
-
 def test_a_schema_named_with_a_quote_a_dot_a_space_and_non_ascii_takes_both_modes(odd):
     odd.migrate("upgrade", "head", x=INCREMENTAL)
     assert odd.scalar("SELECT current_schema()") == ODD_SCHEMA
@@ -217,12 +214,12 @@ def test_a_schema_named_with_a_quote_a_dot_a_space_and_non_ascii_takes_both_mode
         assert refresh(conn, full=True)["kind"] == "full"
         assert_exact(conn)
 
-    switch(odd, "view")
+    switch(odd, "view", check=True)
     odd.execute(traces_sql("v", 5))
     odd.execute(f"REFRESH MATERIALIZED VIEW CONCURRENTLY {SUMMARIES}")
     assert odd.scalar(f"SELECT count(*) FROM {SUMMARIES}") == 15
 
-    switch(odd, "incremental")
+    switch(odd, "incremental", check=True)
     odd.execute(traces_sql("i", 5))
     with odd.connect(autocommit=True) as conn:
         refresh(conn)

@@ -20,7 +20,7 @@ from cnpg_trace_summaries import incremental_mode, modes, pgcron, summaries, vie
 from cnpg_trace_summaries.contract import REFRESH_FUNCTION, SUMMARIES
 from cnpg_trace_summaries.summary_sql import COLUMN_LIST, window_query
 from tests.support import ROOT
-from tests.support.commands import environment, run_cli
+from tests.support.commands import environment, switch
 from tests.support.cron import job_command, jobs_named
 from tests.support.data import Ingest
 from tests.support.database import Database
@@ -34,10 +34,6 @@ SWAPPED = re.compile(r"swapped in (\d+) ms")
 def installed(database: Database) -> str | None:
     with database.connect() as conn:
         return modes.installed(conn)
-
-
-def switch(database: Database, mode: str) -> subprocess.CompletedProcess:
-    return run_cli("switch", mode, DATABASE_URL=database.url)
 
 
 def view_is_its_definition(conn: psycopg.Connection) -> tuple[int, int]:
