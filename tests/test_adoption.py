@@ -36,9 +36,9 @@ from tests.support.adoption import (
 from tests.support.data import Ingest
 from tests.support.database import Database
 from tests.support.processes import finish, migration_backend, start_alembic, wait_until_gone
+from tests.support.revisions import FIRST, HEAD
 
 TRACES = 100_000  # ten spans each: one million spans
-HEAD, FIRST = "00000000000007", "00000000000001"
 TRACE_ID_INDEX = contract.TRACE_INDEXES_FOR_SUMMARIES[0][0]
 
 

@@ -8,6 +8,7 @@ from cnpg_trace_summaries import options, servers
 from cnpg_trace_summaries.database import ConfigError, normalize_url, resolve_database_url
 from tests.support.commands import assert_one_clear_line, run_alembic, run_cli
 from tests.support.database import Database
+from tests.support.revisions import FIRST
 
 
 @pytest.mark.parametrize(
@@ -132,7 +133,7 @@ def test_a_bad_option_in_the_environment_names_the_variable():
 
 
 def test_migrations_wait_at_most_lock_timeout_for_a_busy_table(db: Database):
-    db.migrate("upgrade", "00000000000001")
+    db.migrate("upgrade", FIRST)
     with db.connect() as holder:
         holder.execute("LOCK TABLE otel_traces IN ACCESS EXCLUSIVE MODE")
         result = db.alembic("-x", "lock_timeout=300ms", "upgrade", "head", check=False)

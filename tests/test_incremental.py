@@ -40,6 +40,7 @@ from tests.support.incremental import (
     traces_sql,
 )
 from tests.support.processes import wait_until_gone
+from tests.support.revisions import FIRST, HEAD
 from tests.support.roles import ROLE_PASSWORD, grant, login_role
 from tests.support.sessions import Background
 
@@ -286,7 +287,7 @@ def test_spans_older_than_the_window_boundary_add_no_dirty_keys(inc, conn):
 
 
 def test_columns_of_an_adopted_otel_traces_never_clash_with_the_refresh_variables(db):
-    db.migrate("upgrade", "00000000000001")
+    db.migrate("upgrade", FIRST)
     # Columns named like the variables of the trigger and refresh functions.
     db.execute(
         "ALTER TABLE otel_traces ADD COLUMN boundary text, ADD COLUMN previous text, "
@@ -473,7 +474,7 @@ def test_downgrade_removes_everything_and_upgrading_again_works(db):
 
         db.migrate("downgrade", "-1")
         assert conn.execute(LEFTOVERS, {"triggers": triggers}).fetchone() == (0, 0, 0)
-        assert db.version() == "00000000000001"
+        assert db.version() == FIRST
         assert conn.execute("SELECT count(*) FROM otel_traces").fetchone() == (30,)
 
         install(db)
@@ -497,10 +498,10 @@ def test_downgrade_unschedules_the_incremental_job(cron_db: Database):
 def test_what_an_interrupted_install_left_is_rebuilt_by_upgrading_again(db, left_by, upgraded_to):
     # As if the upgrade died after committing its objects but before its version row.
     db.migrate("upgrade", "head", x={"summaries": left_by})
-    db.migrate("stamp", "00000000000001")
+    db.migrate("stamp", FIRST)
     notices = db.migrate("upgrade", "head", x={"summaries": upgraded_to})
     assert "left by an interrupted run" in notices
-    assert db.version() == "00000000000007"
+    assert db.version() == HEAD
     with db.connect(autocommit=True) as conn:
         assert modes.installed(conn) == upgraded_to
         triggers = list(CAPTURE_TRIGGERS.values())

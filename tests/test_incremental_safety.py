@@ -43,12 +43,10 @@ from tests.support.incremental import (
     traces_sql,
 )
 from tests.support.processes import finish, hold_migration_lock, start_alembic, waiting_migrations
+from tests.support.revisions import FIRST, HEAD
 from tests.support.roles import ROLE_PASSWORD, login_role
 from tests.support.servers import fresh_database
 from tests.support.sessions import Background
-
-BEFORE = "00000000000001"
-HEAD = "00000000000007"
 
 # The capture triggers on otel_traces and the helper tables in the search_path's schema.
 MACHINERY = f"""
@@ -61,7 +59,7 @@ SELECT (SELECT count(*) FROM pg_trigger
 """
 HELPERS = [DIRTY_TABLE, STATE_TABLE, STAGING_TABLE, modes.NEXT]
 INCREMENTAL_INSTALLED = ("incremental", 4, 3, HEAD)
-NOTHING_INSTALLED = (None, 0, 0, BEFORE)
+NOTHING_INSTALLED = (None, 0, 0, FIRST)
 
 
 def installed(database: Database) -> tuple:
@@ -115,10 +113,10 @@ def test_a_downgrade_waits_for_a_running_refresh_before_it_locks_anything(db):
 
 # -- upgrading over what an interrupted install left --------------------------------------------
 def test_removing_what_an_interrupted_install_left_never_blocks_ingest(db, report):
-    db.migrate("upgrade", BEFORE)
+    db.migrate("upgrade", FIRST)
     db.execute(traces_sql("t", 70_000))  # 210,000 spans: a view build that takes a while
     install(db)
-    db.migrate("stamp", BEFORE)  # as if killed before its version row
+    db.migrate("stamp", FIRST)  # as if killed before its version row
     with Ingest(db.url) as ingest:
         db.alembic("upgrade", "head")
     assert ingest.errors == []
@@ -128,7 +126,7 @@ def test_removing_what_an_interrupted_install_left_never_blocks_ingest(db, repor
 
 # -- a failed install leaves nothing -----------------------------------------------------------
 def test_an_incremental_install_whose_grant_fails_leaves_nothing(db):
-    db.migrate("upgrade", BEFORE)
+    db.migrate("upgrade", FIRST)
     role = f"reader_{uuid.uuid4().hex[:8]}"
     db.execute(f"CREATE ROLE {role}")
     try:
@@ -146,7 +144,7 @@ def test_an_incremental_install_whose_grant_fails_leaves_nothing(db):
 
 
 def test_an_incremental_install_that_may_not_schedule_its_job_leaves_nothing(app_cron_db):
-    app_cron_db.migrate("upgrade", BEFORE)
+    app_cron_db.migrate("upgrade", FIRST)
     with pytest.raises(exc.DBAPIError, match="require_refresh=yes"):
         app_cron_db.migrate("upgrade", "head", x={**INCREMENTAL, "require_refresh": "yes"})
     assert installed(app_cron_db) == NOTHING_INSTALLED
@@ -165,7 +163,7 @@ def app_beside_cron(cron_server) -> Iterator[Database]:
 def test_an_incremental_install_that_may_not_schedule_its_job_elsewhere_leaves_nothing(
     app_beside_cron, cron_server
 ):
-    app_beside_cron.migrate("upgrade", BEFORE)
+    app_beside_cron.migrate("upgrade", FIRST)
     x = {**INCREMENTAL, "require_refresh": "yes", "cron_database": cron_server.cron_database}
     with pytest.raises(SystemExit, match="require_refresh=yes"):
         app_beside_cron.migrate("upgrade", "head", x=x)

@@ -14,9 +14,9 @@ from tests.support.processes import (
     start_alembic,
     waiting_migrations,
 )
+from tests.support.revisions import FIRST, HEAD
 from tests.support.servers import local_server
 
-HEAD, FIRST = "00000000000007", "00000000000001"
 REFRESH_OFF = "automatic refresh of otel_trace_summaries is OFF"
 
 

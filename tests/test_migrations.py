@@ -20,10 +20,9 @@ from tests.support import ROOT
 from tests.support.commands import assert_one_clear_line, last_line, psql, run_alembic
 from tests.support.cron import jobs_named
 from tests.support.database import Database
+from tests.support.revisions import FIRST, HEAD
 
 __all__ = ["test_single_head_revision", "test_up_down_consistency", "test_upgrade"]
-
-HEAD, BASE_REVISION = "00000000000007", "00000000000001"
 
 
 def summary_objects(database: Database) -> dict:
@@ -58,7 +57,7 @@ def test_upgrade_creates_view_indexes_and_job(cron_db: Database):
 
 
 def test_view_is_populated_and_analyzed_when_created(cron_db: Database):
-    cron_db.migrate("upgrade", BASE_REVISION)
+    cron_db.migrate("upgrade", FIRST)
     cron_db.execute(
         "INSERT INTO otel_traces (timestamp, trace_id, span_id, name) "
         "SELECT now(), 'trace-' || g, 'root', 'GET /' FROM generate_series(1, 10) AS g"
@@ -83,7 +82,7 @@ def test_downgrade_leaves_no_view_index_or_job_behind_and_upgrade_works_again(cr
 
     assert "unscheduled" in notices
     assert summary_objects(cron_db) == {"views": 0, "indexes": [], "jobs": 0}
-    assert cron_db.version() == BASE_REVISION
+    assert cron_db.version() == FIRST
     assert cron_db.scalar("SELECT to_regclass('otel_traces')") is not None
     # pg_cron itself stays: other jobs may depend on it.
     assert cron_db.scalar("SELECT count(*) FROM pg_extension WHERE extname = 'pg_cron'") == 1
@@ -105,7 +104,7 @@ def test_scheduling_again_updates_the_one_job_instead_of_adding_a_second(cron_db
     # Someone changed the schedule by hand, then the revision runs again.
     cron_db.execute("SELECT cron.alter_job(%s, schedule => '0 * * * *')", (first,))
     cron_db.execute("DROP MATERIALIZED VIEW otel_trace_summaries")
-    cron_db.migrate("stamp", BASE_REVISION)
+    cron_db.migrate("stamp", FIRST)
     cron_db.migrate("upgrade", "head")
 
     with cron_db.connect() as conn:
@@ -135,7 +134,7 @@ def test_sql_script_applies_with_psql_and_matches_an_online_upgrade(cron_db: Dat
 
     downgrade = tmp_path / "downgrade.sql"
     downgrade.write_text(
-        run_alembic("downgrade", f"{HEAD}:{BASE_REVISION}", "--sql", database_url=None).stdout
+        run_alembic("downgrade", f"{HEAD}:{FIRST}", "--sql", database_url=None).stdout
     )
     psql(cron_db.url, "-f", str(downgrade))
     assert summary_objects(cron_db) == {"views": 0, "indexes": [], "jobs": 0}
@@ -192,13 +191,13 @@ def test_downgrade_to_base_keeps_spans_unless_told_to_drop_them(db: Database):
 
 
 def test_a_foreign_otel_trace_summaries_stops_the_upgrade_with_advice(db: Database):
-    db.migrate("upgrade", BASE_REVISION)
+    db.migrate("upgrade", FIRST)
     db.execute("CREATE MATERIALIZED VIEW otel_trace_summaries AS SELECT 1 AS trace_id")
     result = db.alembic("upgrade", "head", check=False)
     assert_one_clear_line(
         result, "was not created by this revision", "DROP MATERIALIZED VIEW otel_trace_summaries"
     )
-    assert db.version() == BASE_REVISION
+    assert db.version() == FIRST
 
 
 # What a revision may import of the package: the contract and the SQL that the
@@ -214,7 +213,7 @@ REVISION_IMPORTS = {
 }
 
 
-@pytest.mark.parametrize("revision", [HEAD, BASE_REVISION])
+@pytest.mark.parametrize("revision", [HEAD, FIRST])
 def test_revisions_import_only_the_contract_and_the_shared_sql(revision):
     (path,) = (ROOT / "alembic/versions").glob(f"{revision}_*.py")
     imported = set()

@@ -36,6 +36,7 @@ from tests.support.commands import run_cli
 from tests.support.cron import first_run_after, job_id
 from tests.support.data import LISTING_DATA_SQL
 from tests.support.database import Database, schema_in
+from tests.support.revisions import FIRST
 from tests.support.roles import ROLE_PASSWORD, grant, login_role
 from tests.support.servers import PASSWORD, TEST_DATABASE_URL, local_server
 
@@ -77,7 +78,7 @@ class Shape:
 
 def migrate(database: Database, cron_server, cron_database: str, x: dict | None = None) -> Shape:
     """Revision 1, a span, head; then a span that only a refresh after the migration shows."""
-    database.migrate("upgrade", "00000000000001")
+    database.migrate("upgrade", FIRST)
     database.execute(
         "INSERT INTO otel_traces (timestamp, trace_id, span_id, name) "
         "VALUES (now(), 'before', 'root', 'GET /before')"
@@ -139,7 +140,7 @@ def drill(stack: ExitStack) -> Failover:
     stack.callback(standby_server.remove)
     primary = Database(primary_server, "app")
     standby = Database(standby_server, "app")
-    primary.migrate("upgrade", "00000000000001")
+    primary.migrate("upgrade", FIRST)
     primary.execute(LISTING_DATA_SQL)
     primary.migrate("upgrade", "head")
     jobid = job_id(partial(primary_server.connect, "app"), primary.job_name)

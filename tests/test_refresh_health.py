@@ -15,6 +15,7 @@ from cnpg_trace_summaries.contract import REFRESH_LOCK_CLASS, lock_key_sql
 from tests.support import ROOT
 from tests.support.commands import environment, run_cli
 from tests.support.database import Database
+from tests.support.revisions import FIRST
 
 
 class Refresher:
@@ -48,7 +49,7 @@ class Refresher:
 
 @pytest.fixture
 def summarized(cron_db: Database) -> Database:
-    cron_db.migrate("upgrade", "00000000000001")
+    cron_db.migrate("upgrade", FIRST)
     cron_db.execute(
         "INSERT INTO otel_traces (timestamp, trace_id, span_id, name) "
         "SELECT now() - interval '10 minutes' - g * interval '1 minute', 'trace-' || g, 'root', "

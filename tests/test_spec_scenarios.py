@@ -21,6 +21,7 @@ from tests.support.commands import psql as run_psql
 from tests.support.cron import job_command
 from tests.support.data import LISTING_DATA_SQL, LISTING_TRACES
 from tests.support.database import Database, schema_in
+from tests.support.revisions import FIRST, HEAD
 from tests.support.roles import ROLE_PASSWORD, grant, login_role
 
 SPEC_TIME_RANGE_QUERY = (
@@ -55,7 +56,7 @@ def listing_db(request, cron_server) -> Iterator[Database]:
         database = stack.enter_context(
             schema_in(cron_server, cron_server.cron_database, owner, password)
         )
-        database.migrate("upgrade", "00000000000001")
+        database.migrate("upgrade", FIRST)
         database.execute(LISTING_DATA_SQL)
         database.execute("ANALYZE otel_traces")
         database.notices = database.migrate("upgrade", "head")
@@ -74,9 +75,9 @@ def plan(database: Database, explain: str) -> str:
 # -- Requirement: pre-computed trace summaries via materialized view -------------
 def test_materialized_view_exists_after_migration(listing_db: Database):
     """count(*) is non-zero and equals the unique trace_ids of the last 7 days."""
-    migration = ROOT / "alembic/versions/00000000000007_trace_summaries_mv.py"
+    migration = ROOT / f"alembic/versions/{HEAD}_trace_summaries_mv.py"
     assert migration.is_file()
-    assert listing_db.version() == "00000000000007"
+    assert listing_db.version() == HEAD
 
     count = listing_db.scalar("SELECT count(*) FROM otel_trace_summaries;")
     unique_recent = listing_db.scalar(
@@ -240,7 +241,7 @@ def test_mv_refresh_completes_without_blocking_reads_while_refresh_runs(listing_
 
 def test_mv_refresh_handles_missing_pg_cron_gracefully(nocron_db: Database):
     """No pg_cron: the view is created, no job, and a NOTICE says manual refresh is required."""
-    nocron_db.migrate("upgrade", "00000000000001")
+    nocron_db.migrate("upgrade", FIRST)
     nocron_db.execute(
         "INSERT INTO otel_traces (timestamp, trace_id, span_id, name) "
         "VALUES (now(), 'abc', 'root', 'GET /')"
@@ -270,4 +271,4 @@ def test_spec_file_is_the_one_these_tests_follow():
     text = (ROOT / "docs" / "cnpg-trace-summaries-spec.md").read_text()
     for statement in (SPEC_TIME_RANGE_QUERY, SPEC_SERVICE_QUERY, SPEC_CRON_QUERY, SPEC_READ_QUERY):
         assert statement in text
-    assert "00000000000007_trace_summaries_mv" in text
+    assert f"{HEAD}_trace_summaries_mv" in text
