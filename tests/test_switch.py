@@ -18,13 +18,12 @@ import pytest
 
 from cnpg_trace_summaries import incremental_mode, modes, pgcron, summaries, view_mode
 from cnpg_trace_summaries.contract import REFRESH_FUNCTION, SUMMARIES
-from cnpg_trace_summaries.summary_sql import COLUMN_LIST, window_query
 from tests.support import ROOT
 from tests.support.commands import environment, switch
 from tests.support.cron import job_command, jobs_named
 from tests.support.data import Ingest
 from tests.support.database import Database
-from tests.support.incremental import Reader, compare, refresh, traces_sql
+from tests.support.incremental import Reader, compare, differences, refresh, traces_sql
 from tests.support.roles import ROLE_PASSWORD, grant, login_role
 from tests.support.servers import PASSWORD, fresh_database, local_server
 
@@ -41,16 +40,7 @@ def view_is_its_definition(conn: psycopg.Connection) -> tuple[int, int]:
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         conn.execute(f"REFRESH MATERIALIZED VIEW CONCURRENTLY {SUMMARIES}")
-        return conn.execute(
-            f"""
-            WITH definition AS ({window_query()}),
-                 actual AS (SELECT {COLUMN_LIST} FROM {SUMMARIES})
-            SELECT (SELECT count(*) FROM (SELECT * FROM definition
-                                          EXCEPT ALL SELECT * FROM actual) AS d),
-                   (SELECT count(*) FROM (SELECT * FROM actual
-                                          EXCEPT ALL SELECT * FROM definition) AS u)
-            """
-        ).fetchone()
+        return differences(conn)
 
 
 def summarized(conn: psycopg.Connection, trace_ids: list[str]) -> set[str]:

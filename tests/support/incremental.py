@@ -84,23 +84,36 @@ def compare(conn: psycopg.Connection, *, with_rows: bool = True) -> Comparison:
         boundary, rebuild = conn.execute(
             f"SELECT window_boundary, rebuild_requested FROM {STATE_TABLE}"
         ).fetchone()
-        pending = conn.execute(f"SELECT count(*) FROM {DIRTY_TABLE}").fetchone()[0]
-        missing, unexpected = conn.execute(
-            f"""
-            WITH definition AS ({window_query("%(boundary)s")}),
-                 actual AS (SELECT {COLUMN_LIST} FROM {SUMMARIES})
-            SELECT (SELECT count(*) FROM (SELECT * FROM definition
-                                          EXCEPT ALL SELECT * FROM actual) AS d),
-                   (SELECT count(*) FROM (SELECT * FROM actual
-                                          EXCEPT ALL SELECT * FROM definition) AS u)
-            """,
-            {"boundary": boundary},
-        ).fetchone()
+        pending = dirty_keys(conn)
+        missing, unexpected = differences(conn, boundary)
         rows = table_rows(conn) if with_rows else {}
         spans = stored_spans(conn) if with_rows else []
     finally:
         conn.execute("ROLLBACK")
     return Comparison(boundary, rebuild, pending, missing, unexpected, rows, spans)
+
+
+def differences(conn: psycopg.Connection, boundary: datetime | None = None) -> tuple[int, int]:
+    """(missing, unexpected): ``window_query(boundary) EXCEPT ALL`` the summaries, both ways.
+
+    Without ``boundary``, the definition is the materialized view's own.
+    """
+    definition, params = (
+        (window_query(), None)
+        if boundary is None
+        else (window_query("%(boundary)s"), {"boundary": boundary})
+    )
+    return conn.execute(
+        f"""
+        WITH definition AS ({definition}),
+             actual AS (SELECT {COLUMN_LIST} FROM {SUMMARIES})
+        SELECT (SELECT count(*) FROM (SELECT * FROM definition
+                                      EXCEPT ALL SELECT * FROM actual) AS d),
+               (SELECT count(*) FROM (SELECT * FROM actual
+                                      EXCEPT ALL SELECT * FROM definition) AS u)
+        """,
+        params,
+    ).fetchone()
 
 
 def assert_exact(conn: psycopg.Connection) -> None:
