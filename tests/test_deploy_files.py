@@ -23,7 +23,7 @@ from cnpg_trace_summaries.contract import (
 )
 from cnpg_trace_summaries.database import normalize_url
 from cnpg_trace_summaries.localdb import APP_DATABASE
-from cnpg_trace_summaries.options import OPTIONS
+from cnpg_trace_summaries.options import OPTIONS, milliseconds
 from cnpg_trace_summaries.pgcron import GRANTS_FOR_SCHEDULE_IN_DATABASE
 from tests.support import ROOT
 from tests.support.deploy_files import (
@@ -34,7 +34,6 @@ from tests.support.deploy_files import (
     env,
     job_spec,
     pod_spec,
-    seconds,
 )
 
 CNPG_DIR = ROOT / "deploy/cnpg"
@@ -109,7 +108,7 @@ def test_the_migration_job_runs_once_with_bounded_retries_time_and_history():
     # It outlasts a second migrator's wait for the first (the advisory lock in env.py).
     option = OPTIONS["migration_lock_wait"]
     wait = env(JOB).get(option.env, {}).get("value", option.default)
-    assert spec["activeDeadlineSeconds"] > seconds(wait)
+    assert spec["activeDeadlineSeconds"] > milliseconds(wait) / 1000
 
 
 def test_the_migration_job_fails_visibly_when_nothing_will_refresh_the_summaries():

@@ -26,14 +26,18 @@ class OptionError(Exception):
     """An option has a value it cannot take; the message says which and what it takes."""
 
 
+def milliseconds(raw: str) -> float:
+    """A PostgreSQL duration (a number with an optional unit; none: milliseconds) in ms."""
+    found = _DURATION.match(raw.strip())
+    if not found:
+        raise ValueError("a number with an optional unit (ms, s, min, h), like 5s")
+    return int(found.group(1)) * _MILLISECONDS[found.group(2)]
+
+
 def duration(raw: str) -> str:
     """A positive timeout PostgreSQL accepts (0 would turn the timeout off: never wanted here)."""
     value = raw.strip()
-    found = _DURATION.match(value)
-    if not found:
-        raise ValueError("a number with an optional unit (ms, s, min, h), like 5s")
-    milliseconds = int(found.group(1)) * _MILLISECONDS[found.group(2)]
-    if not 1 <= milliseconds <= _LONGEST_MS:
+    if not 1 <= milliseconds(value) <= _LONGEST_MS:
         raise ValueError("at least 1ms and at most 24 days (0 would mean: wait forever)")
     return value
 

@@ -128,12 +128,3 @@ def dockerignore_excludes(dockerignore: Path, path: str) -> bool:
         if any(regex.fullmatch("/".join(parts[:n])) for n in range(1, len(parts) + 1)):
             excluded = not negate
     return excluded
-
-
-def seconds(duration: str) -> float:
-    """A PostgreSQL duration as the options take it (no unit: milliseconds)."""
-    number, unit = re.fullmatch(r"(\d+)\s*(us|ms|s|min|h|d)?", duration.strip()).groups()
-    return (
-        int(number)
-        * {"us": 1e-6, "ms": 1e-3, "s": 1, "min": 60, "h": 3600, "d": 86400}[unit or "ms"]
-    )
