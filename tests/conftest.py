@@ -26,7 +26,6 @@ from tests.support import ROOT
 from tests.support.database import Database, new_database, schema_in
 from tests.support.roles import ROLE_PASSWORD, login_role
 from tests.support.servers import (
-    CRON_DATABASE,
     NO_SKIPS,
     ServerPool,
     cron_labels,
@@ -170,7 +169,7 @@ def alembic_engine(request, server_pool):
         found = server_pool.cron()
         if found is None:
             pytest.skip("no server with pg_cron")
-        context = schema_in(found, found.cron_database or CRON_DATABASE)
+        context = schema_in(found, found.cron_database)
     else:
         found = server_pool.plain(request.param.removeprefix("without_pg_cron-"))
         context = new_database(found)

@@ -26,10 +26,6 @@ class Database:
     password: str | None = None
 
     @property
-    def major(self) -> int:
-        return self.server.major if hasattr(self.server, "major") else 0
-
-    @property
     def role(self) -> str:
         return self.user or self.server.user
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import psycopg
 from psycopg import sql
@@ -166,10 +166,6 @@ FROM generate_series(1, {traces}) AS t CROSS JOIN generate_series(0, {spans - 1}
 
 def dirty_keys(conn: psycopg.Connection) -> int:
     return conn.execute(f"SELECT count(*) FROM {DIRTY_TABLE}").fetchone()[0]
-
-
-def span_at(now: datetime, trace_id: str, span_id: str, age: timedelta, **fields) -> Span:
-    return Span(timestamp=now - age, trace_id=trace_id, span_id=span_id, **fields)
 
 
 # A collector's own otel_traces, partitioned by day: the columns of revision

@@ -49,7 +49,6 @@ def local_server(
     create_extension: bool = True,
     background_workers: bool = True,
     password: str | None = None,
-    settings: dict[str, str] | None = None,
 ) -> Iterator[servers.Cluster]:
     """A throwaway cluster on 127.0.0.1, started; removed afterwards.
 
@@ -63,7 +62,6 @@ def local_server(
         all_settings |= servers.pg_cron_settings(
             pg_cron_database, background_workers=background_workers
         )
-    all_settings |= settings or {}
     cluster = servers.Cluster.create(
         install,
         servers.server_user_dir(f"trace-summaries-{name}-"),
@@ -90,7 +88,6 @@ class ExternalServer(servers.Endpoint):
     port: int
     user: str
     password: str | None
-    major: int = 0
     cron_database: str | None = None
 
     @property
@@ -107,7 +104,6 @@ def external_server(url: str) -> ExternalServer:
         parts.password,
     )
     with server.connect(parts.path.lstrip("/") or "postgres", autocommit=True) as conn:
-        server.major = conn.info.server_version // 10000
         preload = conn.execute("SHOW shared_preload_libraries").fetchone()[0]
         if "pg_cron" in preload:
             server.cron_database = conn.execute("SHOW cron.database_name").fetchone()[0]
