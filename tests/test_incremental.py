@@ -13,7 +13,6 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from cnpg_trace_summaries import modes, summaries
 from cnpg_trace_summaries.contract import (
@@ -33,6 +32,7 @@ from tests.support.incremental import (
     PARTITIONED_TRACES,
     assert_exact,
     compare,
+    configure,
     dirty_keys,
     install,
     partition_of,
@@ -68,14 +68,6 @@ def with_traces(conn: psycopg.Connection, prefix: str, traces: int, **kwargs) ->
     conn.execute(traces_sql(prefix, traces, **kwargs))
     refresh(conn)
     assert_exact(conn)
-
-
-def configure(conn: psycopg.Connection, **settings: object) -> None:
-    """Set columns of the state row (the refresh's knobs)."""
-    assignments = sql.SQL(", ").join(
-        sql.SQL("{} = {}").format(sql.Identifier(k), sql.Literal(v)) for k, v in settings.items()
-    )
-    conn.execute(sql.SQL("UPDATE {} SET ").format(sql.Identifier(STATE_TABLE)) + assignments)
 
 
 # -- blocking a refresh halfway, deterministically ------------------------------------

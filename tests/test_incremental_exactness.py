@@ -32,10 +32,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from cnpg_trace_summaries.contract import STATE_TABLE, TRACES_TABLE
+from cnpg_trace_summaries.contract import TRACES_TABLE
 from tests.reference import Span, summarize
 from tests.support.database import Database, new_database
-from tests.support.incremental import compare, copy_spans, install, refresh
+from tests.support.incremental import compare, configure, copy_spans, install, refresh
 from tests.support.spans import SPAN_FIELDS, span_columns, trace_ids
 
 # About 15 s per major version; INCREMENTAL_EXAMPLES=400 for a long hunt.
@@ -219,7 +219,7 @@ class Model:
             self.waited_ms += pause
             time.sleep(pause / 1000)
         elif kind == "full":
-            self.conn.execute(f"UPDATE {STATE_TABLE} SET rows_per_rebuild_range = %s", args)
+            configure(self.conn, rows_per_rebuild_range=args[0])
             return refresh(self.conn, full=True)
         return refresh(self.conn)
 
@@ -245,7 +245,7 @@ def exact_conn(exact_db: Database) -> Iterator[psycopg.Connection]:
 
 def start_empty(conn: psycopg.Connection) -> None:
     conn.execute(f"TRUNCATE {TRACES_TABLE}")
-    conn.execute(f"UPDATE {STATE_TABLE} SET rows_per_rebuild_range = NULL")
+    configure(conn, rows_per_rebuild_range=None)
     assert refresh(conn)["kind"] == "full"  # the TRUNCATE asked for one
 
 

@@ -24,6 +24,7 @@ from cnpg_trace_summaries.contract import (
     SUMMARIES,
     SUMMARY_COLUMNS,
     TRACES_TABLE,
+    span_columns_ddl,
 )
 from cnpg_trace_summaries.summary_sql import COLUMN_LIST, window_query
 from tests.reference import WINDOW, Span
@@ -164,22 +165,25 @@ FROM generate_series(1, {traces}) AS t CROSS JOIN generate_series(0, {spans - 1}
 """
 
 
+def configure(conn: psycopg.Connection, **settings: object) -> None:
+    """Set columns of the state row (the refresh's knobs)."""
+    assignments = sql.SQL(", ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(k), sql.Literal(v)) for k, v in settings.items()
+    )
+    conn.execute(sql.SQL("UPDATE {} SET ").format(sql.Identifier(STATE_TABLE)) + assignments)
+
+
 def dirty_keys(conn: psycopg.Connection) -> int:
     return conn.execute(f"SELECT count(*) FROM {DIRTY_TABLE}").fetchone()[0]
 
 
-# A collector's own otel_traces, partitioned by day: the columns of revision
-# 00000000000001, a primary key that includes the partition key, its own index
-# on trace_id (revision 00000000000001 cannot build one concurrently on a
-# partitioned table), and daily partitions otel_traces_YYYYMMDD from 9 days
-# ago to tomorrow.
-PARTITIONED_TRACES = """
+# A collector's own otel_traces, partitioned by day: the columns of the first
+# revision, a primary key that includes the partition key, its own index on
+# trace_id (the first revision cannot build one concurrently on a partitioned
+# table), and daily partitions otel_traces_YYYYMMDD from 9 days ago to tomorrow.
+PARTITIONED_TRACES = f"""
 CREATE TABLE otel_traces (
-    "timestamp" timestamptz NOT NULL, trace_id text, span_id text, parent_span_id text,
-    name text, kind integer, start_time_unix_nano bigint, end_time_unix_nano bigint,
-    service_name text, service_version text, service_instance text, scope_name text,
-    scope_version text, status_code integer, status_message text, attributes text,
-    resource_attributes text, events text, links text,
+    {span_columns_ddl()},
     created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY ("timestamp", trace_id, span_id)
 ) PARTITION BY RANGE ("timestamp");
