@@ -132,10 +132,11 @@ def test_a_downgrade_that_meets_a_refresh_fails_with_the_job_still_scheduled(cro
 
 
 def test_a_downgrade_that_meets_a_refresh_leaves_the_job_in_pg_crons_other_database():
-    with local_server("cron-in-postgres", pg_cron_database="postgres") as cluster:
+    cron_database = contract.DEFAULT_CRON_DATABASE
+    with local_server("cron-in-postgres", pg_cron_database=cron_database) as cluster:
         cluster.create_database("app")
         assert_downgrade_fails_then_succeeds(
-            Database(cluster, "app"), Database(cluster, "postgres")
+            Database(cluster, "app"), Database(cluster, cron_database)
         )
 
 

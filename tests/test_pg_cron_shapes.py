@@ -30,12 +30,13 @@ from functools import partial
 import psycopg
 import pytest
 
-from cnpg_trace_summaries import pgcron, servers
+from cnpg_trace_summaries import servers
 from cnpg_trace_summaries.contract import DEFAULT_CRON_DATABASE
 from tests.support.commands import run_cli
-from tests.support.cron import first_run_after, job_id
+from tests.support.cron import SCHEDULE_GRANTS, first_run_after, job_id
 from tests.support.data import LISTING_DATA_SQL
 from tests.support.database import Database, schema_in
+from tests.support.processes import wait_for
 from tests.support.revisions import FIRST
 from tests.support.roles import ROLE_PASSWORD, grant, login_role
 from tests.support.servers import PASSWORD, TEST_DATABASE_URL, local_server
@@ -46,9 +47,6 @@ pytestmark = [
         bool(TEST_DATABASE_URL), reason="the pg_cron shapes need clusters the tests configure"
     ),
 ]
-
-# What an administrator grants `app` in pg_cron's database (the migration's own advice).
-SCHEDULE_GRANTS = pgcron.GRANTS_FOR_SCHEDULE_IN_DATABASE.format(role="{}")
 
 
 @dataclass
@@ -128,10 +126,13 @@ class Failover:
 
 def wait_for_replay(primary: Database, standby: Database) -> None:
     lsn = primary.scalar("SELECT pg_current_wal_lsn()")
-    deadline = time.monotonic() + 60
-    while standby.scalar("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (str(lsn),)) is not True:
-        assert time.monotonic() < deadline, "the standby did not catch up"
-        time.sleep(0.1)
+    wait_for(
+        standby,
+        "SELECT 1 WHERE pg_last_wal_replay_lsn() >= %s::pg_lsn",
+        (str(lsn),),
+        what="the standby to catch up",
+        seconds=60,
+    )
 
 
 def drill(stack: ExitStack) -> Failover:
@@ -226,12 +227,14 @@ def shapes(cron_server) -> Iterator[dict]:
 
         # 3: pg_cron lives in the postgres database; the app database is another one.
         elsewhere = stack.enter_context(
-            local_server("elsewhere", pg_cron_database="postgres", password=PASSWORD)
+            local_server("elsewhere", pg_cron_database=DEFAULT_CRON_DATABASE, password=PASSWORD)
         )
         elsewhere.create_database("app")
-        found["elsewhere"] = migrate(Database(elsewhere, "app"), elsewhere, "postgres")
+        found["elsewhere"] = migrate(Database(elsewhere, "app"), elsewhere, DEFAULT_CRON_DATABASE)
         found["elsewhere_app_role"] = migrate(
-            owned_schema(stack, elsewhere, "app", read_settings=True), elsewhere, "postgres"
+            owned_schema(stack, elsewhere, "app", read_settings=True),
+            elsewhere,
+            DEFAULT_CRON_DATABASE,
         )
 
         # 3': CNPG's default layout: `app` may use cron.schedule_in_database, reads no settings.

@@ -16,11 +16,11 @@ import threading
 import psycopg
 import pytest
 
-from cnpg_trace_summaries import incremental_mode, modes, pgcron, summaries, view_mode
-from cnpg_trace_summaries.contract import REFRESH_FUNCTION, SUMMARIES
+from cnpg_trace_summaries import incremental_mode, modes, summaries, view_mode
+from cnpg_trace_summaries.contract import DEFAULT_CRON_DATABASE, REFRESH_FUNCTION, SUMMARIES
 from tests.support import ROOT
 from tests.support.commands import environment, switch
-from tests.support.cron import job_command, jobs_named
+from tests.support.cron import SCHEDULE_GRANTS, job_command, jobs_named
 from tests.support.data import Ingest
 from tests.support.database import Database
 from tests.support.incremental import Reader, compare, differences, refresh, traces_sql
@@ -255,25 +255,25 @@ def cnpg_app(cron_server):
     """CNPG's default layout: pg_cron in postgres, `app` may schedule there, reads no settings."""
     with (
         local_server(
-            "switch-cnpg", cron_server.install, pg_cron_database="postgres", password=PASSWORD
+            "switch-cnpg",
+            cron_server.install,
+            pg_cron_database=DEFAULT_CRON_DATABASE,
+            password=PASSWORD,
         ) as cluster,
-        login_role(cluster, databases=("postgres",)) as role,
+        login_role(cluster, databases=(DEFAULT_CRON_DATABASE,)) as role,
         fresh_database(cluster, "app", owner=role) as name,
     ):
         yield cluster, Database(cluster, name, user=role, password=ROLE_PASSWORD)
 
 
-SCHEDULE_GRANTS = pgcron.GRANTS_FOR_SCHEDULE_IN_DATABASE.format(role="{}")
-
-
 def command_in_postgres(cluster, database: Database) -> str | None:
     """The command of ``database``'s job in the cron.job of ``cluster``'s postgres database."""
-    return job_command(Database(cluster, "postgres"), database.job_name)
+    return job_command(Database(cluster, DEFAULT_CRON_DATABASE), database.job_name)
 
 
 def test_in_cnpgs_default_layout_the_job_in_postgres_follows_the_mode(cnpg_app):
     cluster, app = cnpg_app
-    grant(cluster, "postgres", SCHEDULE_GRANTS, app.role, app.role)
+    grant(cluster, DEFAULT_CRON_DATABASE, SCHEDULE_GRANTS, app.role, app.role)
     app.migrate("upgrade", "head")
     assert command_in_postgres(cluster, app).startswith("REFRESH MATERIALIZED VIEW CONCURRENTLY")
     result = switch(app, "incremental")
@@ -287,9 +287,9 @@ def test_a_switch_that_cannot_move_the_job_fails_and_says_the_job_still_runs_the
     cnpg_app,
 ):
     cluster, app = cnpg_app
-    grant(cluster, "postgres", SCHEDULE_GRANTS, app.role, app.role)
+    grant(cluster, DEFAULT_CRON_DATABASE, SCHEDULE_GRANTS, app.role, app.role)
     app.migrate("upgrade", "head")
-    grant(cluster, "postgres", "REVOKE USAGE ON SCHEMA cron FROM {}", app.role)
+    grant(cluster, DEFAULT_CRON_DATABASE, "REVOKE USAGE ON SCHEMA cron FROM {}", app.role)
     result = switch(app, "incremental")
     assert result.returncode == 1
     line = result.stderr.strip()

@@ -8,9 +8,14 @@ from datetime import datetime
 
 import psycopg
 
+from cnpg_trace_summaries.pgcron import GRANTS_FOR_SCHEDULE_IN_DATABASE
 from tests.support.database import Database
 
 TICK_TIMEOUT_SECONDS = 200
+
+# What an administrator grants `app` in pg_cron's database (the migration's own advice),
+# with a {} for roles.grant to fill in.
+SCHEDULE_GRANTS = GRANTS_FOR_SCHEDULE_IN_DATABASE.format(role="{}")
 
 RUN_SQL = """
 SELECT status, return_message, start_time, end_time FROM cron.job_run_details

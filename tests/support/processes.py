@@ -44,16 +44,23 @@ def finish(process: subprocess.Popen, timeout: float = WAIT_SECONDS) -> subproce
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
-def wait_for(database: Database, query: str, params: Any = None, *, what: str) -> tuple:
+def wait_for(
+    database: Database,
+    query: str,
+    params: Any = None,
+    *,
+    what: str,
+    seconds: float = WAIT_SECONDS,
+) -> tuple:
     """Poll ``query`` (on a connection of its own) until it returns a row; that row."""
-    deadline = time.monotonic() + WAIT_SECONDS
+    deadline = time.monotonic() + seconds
     with database.connect(autocommit=True) as conn:
         while time.monotonic() < deadline:
             row = conn.execute(query, params).fetchone()
             if row is not None:
                 return row
             time.sleep(0.02)
-    raise AssertionError(f"gave up after {WAIT_SECONDS}s waiting for {what}")
+    raise AssertionError(f"gave up after {seconds}s waiting for {what}")
 
 
 def migration_backend(database: Database, condition: str = "true") -> tuple:
