@@ -43,7 +43,7 @@ import psycopg
 
 from bench import generate, incremental, ingest, measure, report
 from cnpg_trace_summaries.contract import REFRESH_INTERVAL_SECONDS
-from cnpg_trace_summaries.localdb import LocalCluster
+from cnpg_trace_summaries.dev.localdb import LocalCluster
 from cnpg_trace_summaries.progress import progress_bar
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -29,7 +29,7 @@ METHOD = """\
 ## Method
 
 Everything runs in one process, `python -m bench`, on a throwaway PostgreSQL cluster
-started through `cnpg_trace_summaries.localdb.LocalCluster` (the same code as `make run`:
+started through `cnpg_trace_summaries.dev.localdb.LocalCluster` (the same code as `make run`:
 PostgreSQL's default settings, pg_cron preloaded, durable: fsync and synchronous_commit
 on). Migrations run through the `alembic` command line and mode switches through the
 operator's command, `trace-summaries switch`. pg_cron's job is unscheduled after every

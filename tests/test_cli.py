@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cnpg_trace_summaries import demo
 from cnpg_trace_summaries.contract import STATUS_ERROR
+from cnpg_trace_summaries.dev import demo
 from tests.support.commands import run_alembic, run_cli
 from tests.support.database import Database
 

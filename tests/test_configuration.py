@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cnpg_trace_summaries import options, servers
+from cnpg_trace_summaries import options
 from cnpg_trace_summaries.database import ConfigError, normalize_url, resolve_database_url
+from cnpg_trace_summaries.dev import servers
 from tests.support.commands import assert_one_clear_line, run_alembic, run_cli
 from tests.support.database import Database
 from tests.support.revisions import FIRST

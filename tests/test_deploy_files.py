@@ -15,14 +15,14 @@ from pathlib import Path
 
 import yaml
 
-from cnpg_trace_summaries import servers
 from cnpg_trace_summaries.contract import (
     DEFAULT_CRON_DATABASE,
     REFRESH_INTERVAL_SECONDS,
     REFRESH_SCHEDULE,
 )
 from cnpg_trace_summaries.database import normalize_url
-from cnpg_trace_summaries.localdb import APP_DATABASE
+from cnpg_trace_summaries.dev import servers
+from cnpg_trace_summaries.dev.localdb import APP_DATABASE
 from cnpg_trace_summaries.options import OPTIONS, milliseconds
 from cnpg_trace_summaries.pgcron import GRANTS_FOR_SCHEDULE_IN_DATABASE
 from tests.support import ROOT

@@ -30,8 +30,8 @@ from functools import partial
 import psycopg
 import pytest
 
-from cnpg_trace_summaries import servers
 from cnpg_trace_summaries.contract import DEFAULT_CRON_DATABASE
+from cnpg_trace_summaries.dev import servers
 from tests.support.commands import run_cli
 from tests.support.cron import SCHEDULE_GRANTS, first_run_after, job_id
 from tests.support.data import LISTING_DATA_SQL

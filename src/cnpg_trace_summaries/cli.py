@@ -30,7 +30,7 @@ import psycopg
 from sqlalchemy import create_engine, exc, pool
 from sqlalchemy.engine import URL
 
-from cnpg_trace_summaries import __version__, demo, health, migrating, modes, options, summaries
+from cnpg_trace_summaries import __version__, health, migrating, modes, options, summaries
 from cnpg_trace_summaries.contract import FALLBACK_REFRESHER, REFRESH_INTERVAL_SECONDS, SUMMARIES
 from cnpg_trace_summaries.database import (
     ConfigError,
@@ -39,7 +39,6 @@ from cnpg_trace_summaries.database import (
     resolve_database_url,
     safe_url,
 )
-from cnpg_trace_summaries.localdb import LocalCluster, LocalClusterError
 from cnpg_trace_summaries.progress import progress_bar
 
 PROG = "trace-summaries"
@@ -64,27 +63,37 @@ def connect(**kwargs: Any) -> psycopg.Connection:
 
 # -- local --------------------------------------------------------------------
 def cmd_local(args: argparse.Namespace) -> int:
-    cluster = LocalCluster.from_checkout()
-    if args.action == "start":
+    from cnpg_trace_summaries.dev.localdb import LocalCluster, LocalClusterError
+
+    try:
+        return local_action(LocalCluster.from_checkout(), args.action)
+    except LocalClusterError as error:
+        raise CommandError(str(error)) from None
+
+
+def local_action(cluster, action: str) -> int:
+    if action == "start":
         cluster.start()
         state = cluster.state()
         print(
             f"local PostgreSQL is running on 127.0.0.1:{state.port} "
             "(its URL, with the password: trace-summaries local url)"
         )
-    elif args.action == "stop":
+    elif action == "stop":
         print("local PostgreSQL stopped" if cluster.stop() else "local PostgreSQL was not running")
-    elif args.action == "status":
+    elif action == "status":
         running = cluster.is_running()
         print(f"local PostgreSQL is {'running' if running else 'stopped'}")
         return 0 if running else 3
-    elif args.action == "url":
+    elif action == "url":
         print(cluster.libpq_url())
     return 0
 
 
 # -- demo ---------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
+    from cnpg_trace_summaries.dev import demo
+
     if args.traces < 1:
         raise CommandError("--traces must be at least 1")
     # A fresh seed by default: the same seed again would reuse trace ids, and
@@ -528,7 +537,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (
         CommandError,
         ConfigError,
-        LocalClusterError,
         summaries.NotInstalledError,
         options.OptionError,
     ) as error:

@@ -11,10 +11,9 @@ import logging
 import os
 import re
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 from sqlalchemy import URL, Connection, exc, make_url
-
-from cnpg_trace_summaries import localdb
 
 NOTICE_LOG = logging.getLogger("cnpg_trace_summaries.notices")
 
@@ -69,6 +68,16 @@ def resolve_database_url(
     raw = env.get("DATABASE_URL", "").strip()
     if raw:
         return normalize_url(raw)
+    if not in_checkout():
+        if not require_reachable_local:
+            return make_url("postgresql+psycopg://")
+        raise ConfigError(
+            "DATABASE_URL is not set: set it to the database to work on, "
+            "like postgresql://USER:PASSWORD@HOST:5432/DBNAME"
+        )
+    # A developer's checkout: the local cluster of `make run` (imported only here).
+    from cnpg_trace_summaries.dev import localdb
+
     local = localdb.LocalCluster.from_checkout()
     if local.is_initialised():
         if require_reachable_local and not local.is_running():
@@ -82,6 +91,13 @@ def resolve_database_url(
     raise ConfigError(
         "DATABASE_URL is not set and the local cluster has not been created; "
         "run `make run` (or `trace-summaries local start`), or set DATABASE_URL"
+    )
+
+
+def in_checkout() -> bool:
+    """Whether this package runs from a checkout of the project (``make run``'s home)."""
+    return (Path(__file__).resolve().parents[2] / "alembic.ini").exists() or bool(
+        os.environ.get("TRACE_SUMMARIES_LOCAL_DIR")
     )
 
 

@@ -19,7 +19,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, pool
 
-from cnpg_trace_summaries import servers
+from cnpg_trace_summaries.dev import servers
 from tests.support import ROOT
 
 NOTICES = "cnpg_trace_summaries.notices"

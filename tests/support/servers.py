@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-from cnpg_trace_summaries import servers
+from cnpg_trace_summaries.dev import servers
 
 CRON_DATABASE = "trace_summaries_cron"
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()

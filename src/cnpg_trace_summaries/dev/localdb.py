@@ -21,7 +21,7 @@ import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cnpg_trace_summaries import servers
+from cnpg_trace_summaries.dev import servers
 
 log = logging.getLogger(__name__)
 
