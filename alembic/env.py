@@ -98,25 +98,22 @@ def run_migrations_offline() -> None:
 
 def run_on_connection(connection: Connection) -> None:
     """Session settings, the migration lock, then the revisions, one transaction each."""
-    migrating.configure_session(connection, option("lock_timeout"))
-    reader_role = option("reader_role")
-    problem = reader_role and migrating.missing_role(connection, reader_role)
-    if problem:
-        raise SystemExit(f"alembic: {problem}")
+    driver = connection.connection.driver_connection
     try:
-        with migrating.migration_lock(
-            connection, wait=option("migration_lock_wait"), lock_timeout=option("lock_timeout")
-        ):
+        migrating.configure_session(driver, option("lock_timeout"))
+        reader_role = option("reader_role")
+        problem = reader_role and migrating.missing_role(driver, reader_role)
+        if problem:
+            raise SystemExit(f"alembic: {problem}")
+        schema = migrating.current_schema(driver)
+        with migrating.migration_lock(driver, schema, wait=option("migration_lock_wait")):
             configure(connection=connection)
             with install_notice_logger(connection), context.begin_transaction():
                 context.run_migrations()
-            explicit = options.given_to_alembic("summaries")
-            for warning in (
-                migrating.mode_mismatch(connection, option("summaries"), explicit),
-                reader_role and migrating.reader_role_warning(connection, reader_role),
-            ):
-                if warning:
-                    NOTICES.warning("%s", warning)
+            explicit = {name for name in options.OPTIONS if options.given_to_alembic(name)}
+            given = {name: option(name) for name in options.OPTIONS}
+            for warning in migrating.warnings(driver, explicit, given):
+                NOTICES.warning("%s", warning)
     except (migrating.MigrationLockBusyError, MigrationError) as error:
         raise SystemExit(f"alembic: {error}") from None
 

@@ -69,12 +69,9 @@ from collections.abc import Sequence
 
 from alembic import context, op
 
-from cnpg_trace_summaries import options
-from cnpg_trace_summaries.contract import (
-    CREATED_MARKER,
-    TRACE_INDEXES_FOR_SUMMARIES,
-    span_columns_ddl,
-)
+from cnpg_trace_summaries import migration_api as api
+
+CREATED_MARKER = "created by cnpg-trace-summaries"
 
 revision: str = "00000000000001"
 down_revision: str | Sequence[str] | None = None
@@ -108,7 +105,25 @@ BEGIN
         RETURN;
     END IF;
     CREATE TABLE otel_traces (
-        {span_columns_ddl(indent=" " * 8)},
+        "timestamp" timestamptz NOT NULL,
+        "trace_id" text,
+        "span_id" text,
+        "parent_span_id" text,
+        "name" text,
+        "kind" integer,
+        "start_time_unix_nano" bigint,
+        "end_time_unix_nano" bigint,
+        "service_name" text,
+        "service_version" text,
+        "service_instance" text,
+        "scope_name" text,
+        "scope_version" text,
+        "status_code" integer,
+        "status_message" text,
+        "attributes" text,
+        "resource_attributes" text,
+        "events" text,
+        "links" text,
         created_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY ("timestamp", trace_id, span_id)
     );
@@ -132,6 +147,10 @@ $create$
 # and is of a kind that serves the lookups: equality on trace_id (btree,
 # hash), ranges of timestamp (btree, brin).
 USABLE_ACCESS_METHODS = {"trace_id": ("btree", "hash"), "timestamp": ("btree", "brin")}
+TRACE_INDEXES_FOR_SUMMARIES = (
+    ("idx_otel_traces_trace_id", "trace_id", "(trace_id)"),
+    ("idx_otel_traces_timestamp", "timestamp", '("timestamp")'),
+)
 _NEEDED = ", ".join(
     f"('{name}', '{column}', '{definition}', "
     f"ARRAY[{', '.join(repr(am) for am in USABLE_ACCESS_METHODS[column])}])"
@@ -282,10 +301,10 @@ def run_planned(plan: str) -> None:
     statements = bind.exec_driver_sql(plan, execution_options=as_written).scalars().all()
     if not statements:
         return
-    lock_timeout = options.from_alembic("lock_timeout")
+    lock_timeout = api.option("lock_timeout")
     # A concurrent build or drop never makes writers wait, but it waits for older
     # transactions to end: it may wait as long as another migrator would.
-    patient = options.from_alembic("migration_lock_wait")
+    patient = api.option("migration_lock_wait")
     with op.get_context().autocommit_block():
         try:
             for statement in statements:
@@ -307,5 +326,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     """Drop what this revision added: its indexes on an adopted table, or the table it created."""
     run_planned(PLAN_INDEX_REMOVAL)
-    allow = options.from_alembic("drop_trace_data") == "yes"
+    allow = api.option("drop_trace_data") == "yes"
     op.execute(DROP_TRACE_STORE.format(allow_data_loss="true" if allow else "false"))

@@ -16,6 +16,8 @@ PROJECT = "cnpg-trace-summaries"
 # Alembic's history of this project, in a version table of its own, so that an
 # application's own Alembic history in the same database is left alone.
 VERSION_TABLE = "cnpg_trace_summaries_version"
+# The revision whose frozen SQL is what this package defines today (tests/test_revisions.py).
+HEAD_REVISION = "00000000000007"
 
 # -- relations ------------------------------------------------------------------------
 TRACES_TABLE = "otel_traces"
@@ -93,10 +95,21 @@ TRACE_INDEXES_FOR_SUMMARIES = (
 )
 
 # -- incremental mode -------------------------------------------------------------------
+# Every object of the incremental mode that deployed databases hold, by name. What
+# each one is, and in which order they are created and dropped, is the one list in
+# cnpg_trace_summaries.sql.incremental (OBJECTS).
 DIRTY_TABLE = "otel_trace_summaries_dirty"
 STATE_TABLE = "otel_trace_summaries_state"
-REFRESH_FUNCTION = "otel_trace_summaries_refresh"
+STAGING_TABLE = "otel_trace_summaries_rebuild"
+STAGING_INDEX = "otel_trace_summaries_rebuild_trace_id"
+REFRESH_FUNCTION = "otel_trace_summaries_refresh"  # the procedure the job CALLs
+REBUILD_PROCEDURE = "otel_trace_summaries_rebuild"
+APPLY_FUNCTION = "otel_trace_summaries_apply_changes"
+STAGE_FUNCTION = "otel_trace_summaries_rebuild_slice"
+RANGE_FUNCTION = "otel_trace_summaries_rebuild_range"
+CHILDREN_FUNCTION = "otel_trace_summaries_children"
 CAPTURE_FUNCTION = "otel_trace_summaries_capture"
+CAPTURE_ROW_FUNCTION = "otel_trace_summaries_capture_row"
 TRUNCATE_FUNCTION = "otel_trace_summaries_truncated"
 CAPTURE_TRIGGERS = {
     "INSERT": "otel_trace_summaries_capture_insert",
@@ -104,6 +117,20 @@ CAPTURE_TRIGGERS = {
     "DELETE": "otel_trace_summaries_capture_delete",
     "TRUNCATE": "otel_trace_summaries_capture_truncate",
 }
+# Row-level capture: what a logical replication subscriber's apply worker fires
+# (enabled REPLICA), and DELETE on a hypertable, where TimescaleDB refuses a
+# DELETE trigger with a transition table once compression is on (enabled ALWAYS).
+CAPTURE_ROW_TRIGGERS = {
+    "INSERT": "otel_trace_summaries_capture_row_insert",
+    "UPDATE": "otel_trace_summaries_capture_row_update",
+    "DELETE": "otel_trace_summaries_capture_row_delete",
+}
+
+# -- both modes --------------------------------------------------------------------------
+# What a monitoring system (CNPG's exporter, as pg_monitor) reads: cheap, works on a standby.
+METRICS_FUNCTION = "otel_trace_summaries_metrics"
+# The mode is recorded in the summaries relation's comment (it survives pg_dump
+# --schema-only), as "mode=<name>", with the refresh interval and the install time.
 MODES = ("view", "incremental")
 
 # -- the window and the schedule -------------------------------------------------------------

@@ -1,116 +1,71 @@
 """Is otel_trace_summaries fresh? What ``trace-summaries status`` reports, in either mode.
 
-It reads pg_cron's record of the job wherever pg_cron lives (this database,
-or the one :func:`pgcron.locate` finds), the incremental mode's state row and
-backlog, and the data's own lag. Stale means older than two intervals of the
-schedule.
+It judges on what a monitoring system reads (:mod:`.sql.metrics`): the
+metrics function of the summaries' schema, and the pg_cron query where pg_cron
+lives; so the two never disagree. Stale means older than two refresh
+intervals, the interval being the one the summaries' record names. It adds
+what only a person needs: who holds a stuck lock, leftovers of an interrupted
+switch, objects that shadow this project's, grants lost in a restore, and a
+subscription that copies this project's own tables. No check scans a table.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
+from psycopg.rows import dict_row
 
 from cnpg_trace_summaries import modes, pgcron
-from cnpg_trace_summaries.contract import (
-    DIRTY_TABLE,
-    REFRESH_INTERVAL_SECONDS,
-    STATE_TABLE,
-    SUMMARIES,
-    TRACES_TABLE,
-    WINDOW,
+from cnpg_trace_summaries.contract import SUMMARIES, TRACES_TABLE, VERSION_TABLE
+from cnpg_trace_summaries.database import Place
+from cnpg_trace_summaries.sql import incremental, lifecycle, metrics
+from cnpg_trace_summaries.sql.render import SCHEMA_LITERAL
+from cnpg_trace_summaries.summaries import broken_triggers
+
+# Every routine this project creates in the schema, by name and identity arguments.
+_OURS = [(r.name, r.arguments) for r in (*incremental.ROUTINES, metrics.METRICS)]
+_OUR_NAMES = sorted({name for name, _ in _OURS})
+
+# Routines in the schema named like one of ours that are not ours: another role's
+# overload makes the job's CALL ambiguous (or worse, were it a better match).
+FOREIGN_ROUTINES_SQL = f"""
+WITH ours AS (
+    SELECT to_regprocedure(format('%%I.%%I(%%s)', {SCHEMA_LITERAL}, name, arguments)) AS oid
+    FROM unnest(CAST(%(names_ours)s AS text[]), CAST(%(arguments_ours)s AS text[]))
+         AS routine(name, arguments)
 )
-from cnpg_trace_summaries.summaries import broken_triggers, require_mode
-
-JOB_SQL = """
-SELECT jobid, jobname, schedule, command, database, username, active
-FROM cron.job WHERE jobname = %s AND database = %s
+SELECT format('%%s(%%s) owned by %%s', p.oid::regproc, pg_get_function_identity_arguments(p.oid),
+              pg_get_userbyid(p.proowner))
+FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace
+WHERE n.nspname = {SCHEMA_LITERAL} AND p.proname = ANY (%(names)s)
+  AND p.oid NOT IN (SELECT oid FROM ours WHERE oid IS NOT NULL)
+ORDER BY 1
 """
 
-LAST_RUN_SQL = """
-SELECT status, return_message, start_time, end_time
-FROM cron.job_run_details
-WHERE jobid = %s AND status IN ('succeeded', 'failed')
-ORDER BY runid DESC
-LIMIT 1
+# This project's routines that PUBLIC may execute (a restore with --no-privileges).
+PUBLIC_ROUTINES_SQL = f"""
+SELECT string_agg(p.proname, ', ' ORDER BY p.proname)
+FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace
+WHERE n.nspname = {SCHEMA_LITERAL} AND p.proname = ANY (%(names)s)
+  AND has_function_privilege('public', p.oid, 'EXECUTE')
 """
 
-LAST_SUCCESS_SQL = """
-SELECT end_time FROM cron.job_run_details
-WHERE jobid = %s AND status = 'succeeded'
-ORDER BY runid DESC
-LIMIT 1
+# This project's own tables in a logical replication subscription (a FOR ALL TABLES
+# publication on the other side): they must never be copied.
+SUBSCRIBED_SQL = f"""
+SELECT s.subname, string_agg(c.relname, ', ' ORDER BY c.relname)
+FROM pg_subscription_rel AS r
+JOIN pg_subscription AS s ON s.oid = r.srsubid
+JOIN pg_class AS c ON c.oid = r.srrelid
+JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname = {SCHEMA_LITERAL} AND c.relname <> '{TRACES_TABLE}'
+  AND (c.relname LIKE '{SUMMARIES}%%' OR c.relname = '{VERSION_TABLE}')
+GROUP BY s.subname
 """
 
-RELATION_SQL = f"""
-SELECT coalesce(m.ispopulated, true), pg_total_relation_size(c.oid),
-       obj_description(c.oid, 'pg_class'), now()
-FROM pg_class AS c
-LEFT JOIN pg_matviews AS m ON m.schemaname = current_schema() AND m.matviewname = c.relname
-WHERE c.oid = to_regclass(format('%I.{SUMMARIES}', current_schema()))
-"""
-
-# The first span the summaries do not show yet: written after their newest trace.
-FIRST_UNSEEN_SQL = f"""
-SELECT min("timestamp") FROM {TRACES_TABLE}
-WHERE "timestamp" > coalesce(%s, now() - interval '{WINDOW}') AND "timestamp" <= now()
-  AND trace_id <> ''
-"""
-
-NEWEST_SPAN_SQL = f"""
-SELECT max("timestamp") FROM {TRACES_TABLE}
-WHERE "timestamp" > now() - interval '{WINDOW}' AND "timestamp" <= now() AND trace_id <> ''
-"""
-
-STATE_SQL = f"""
-SELECT window_boundary, rebuild_requested, rebuild_requested_at, last_refresh_at, last_refresh_kind,
-       last_refresh_seconds, last_refresh_keys, (SELECT count(*) FROM {DIRTY_TABLE})
-FROM {STATE_TABLE}
-"""
-
-INSTALLED_AT = re.compile(r"installed at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)")
-
-
-@dataclass(frozen=True)
-class RefreshJob:
-    jobid: int
-    jobname: str
-    schedule: str
-    command: str
-    database: str
-    username: str
-    active: bool
-
-
-@dataclass(frozen=True)
-class LastRun:
-    status: str
-    message: str
-    started_at: datetime | None
-    finished_at: datetime | None
-
-    @property
-    def seconds(self) -> float | None:
-        if self.finished_at is None or self.started_at is None:
-            return None
-        return (self.finished_at - self.started_at).total_seconds()
-
-
-@dataclass(frozen=True)
-class Incremental:
-    """The incremental mode's own record of its refreshes."""
-
-    window_boundary: datetime | None
-    rebuild_requested: str | None
-    rebuild_requested_at: datetime | None
-    last_refresh_at: datetime | None
-    last_refresh_kind: str | None
-    last_refresh_seconds: float | None
-    last_refresh_keys: int | None
-    backlog: int
+LOCK_HOLDER_SQL = f"SELECT {incremental.LOCK_HOLDER}"
 
 
 @dataclass(frozen=True)
@@ -119,166 +74,155 @@ class Health:
 
     checked_at: datetime
     mode: str
-    populated: bool
-    rows: int
-    size_bytes: int
-    installed_at: datetime | None
-    newest_in_view: datetime | None
-    newest_span: datetime | None
-    first_unseen: datetime | None
-    cron_database: str | None
-    cron_note: str
-    job: RefreshJob | None
-    last_run: LastRun | None
-    last_success_at: datetime | None
-    incremental: Incremental | None
-    stale_after_seconds: float
-    problems: tuple[str, ...]
-
-    @property
-    def lag_seconds(self) -> float:
-        """How long the oldest span the summaries do not show yet has waited for them.
-
-        Not the gap between the newest span and the newest trace: after a quiet
-        spell that gap is large the moment a span arrives, though nothing is late.
-        """
-        if self.first_unseen is None:
-            return 0.0
-        return max(0.0, (self.checked_at - self.first_unseen).total_seconds())
+    refresh_interval: str
+    metrics: dict  # a row of the metrics function
+    cron: pgcron.Found
+    cron_metrics: dict | None  # this schema's row of the pg_cron query, where readable
+    lock_holder: dict | None
+    problems: tuple[str, ...] = field(default=())
 
     @property
     def healthy(self) -> bool:
         return not self.problems
 
+    @property
+    def lag_seconds(self) -> float:
+        return self.metrics["lag_seconds"] or 0.0
 
-def find_job(
-    conn: psycopg.Connection, cron_database: str = ""
-) -> tuple[RefreshJob | None, LastRun | None, datetime | None, str | None, str]:
-    """This schema's refresh job, its last run and last success, where pg_cron lives.
+    @property
+    def stale_after_seconds(self) -> float:
+        return self.metrics["stale_after_seconds"]
 
-    Returns (job, last run, last success, pg_cron's database, a note on how it
-    was found or why not).
-    """
-    location = pgcron.locate(conn, cron_database)
-    if location.database is None:
-        return None, None, None, None, location.how
-    name, database = location.facts["job_name"], location.facts["database"]
+
+def _cron_metrics(place: Place, found: pgcron.Found) -> dict | None:
+    if found.job is None:
+        return None
     try:
-        cron = conn if location.here else pgcron.connect_to(conn, location.database)
-    except psycopg.Error as error:
-        return None, None, None, location.database, f"cannot read pg_cron's jobs: {error}"
-    try:
-        if cron.execute("SELECT to_regclass('cron.job')").fetchone()[0] is None:
-            return None, None, None, location.database, "pg_cron's extension is not created"
-        row = cron.execute(JOB_SQL, (name, database)).fetchone()
-        if row is None:
-            return None, None, None, location.database, location.how
-        job = RefreshJob(*row)
-        last = cron.execute(LAST_RUN_SQL, (job.jobid,)).fetchone()
-        success = cron.execute(LAST_SUCCESS_SQL, (job.jobid,)).fetchone()
-    except psycopg.Error as error:
-        return None, None, None, location.database, f"cannot read pg_cron's jobs: {error}"
-    finally:
-        if cron is not conn:
-            cron.close()
-    return (
-        job,
-        LastRun(*last) if last else None,
-        success[0] if success else None,
-        location.database,
-        location.how,
-    )
+        with pgcron.cron_connection(place, found.location) as cron:
+            rows = cron.cursor(row_factory=dict_row).execute(metrics.CRON_METRICS).fetchall()
+    except psycopg.Error:
+        return None
+    return next((row for row in rows if row["job"] == found.job.jobname), None)
 
 
-def health(
-    conn: psycopg.Connection,
-    schedule_seconds: float = REFRESH_INTERVAL_SECONDS,
-    cron_database: str = "",
-) -> Health:
-    """Read the summaries' freshness; ``conn`` is in autocommit."""
-    mode = require_mode(conn)
-    populated, size_bytes, comment, checked_at = conn.execute(RELATION_SQL).fetchone()
-    rows, newest_in_view = (0, None)
-    if populated:
-        rows, newest_in_view = conn.execute(
-            f'SELECT count(*), max("timestamp") FROM {SUMMARIES}'
-        ).fetchone()
-    newest_span = conn.execute(NEWEST_SPAN_SQL).fetchone()[0]
-    first_unseen = conn.execute(FIRST_UNSEEN_SQL, (newest_in_view,)).fetchone()[0]
-    found = INSTALLED_AT.search(comment or "")
-    installed_at = datetime.fromisoformat(found.group(1).replace("Z", "+00:00")) if found else None
-    incremental = None
-    if mode == "incremental":
-        incremental = Incremental(*conn.execute(STATE_SQL).fetchone())
-    job, last_run, last_success_at, where, note = find_job(conn, cron_database)
+def health(place: Place, cron_database: str = "") -> Health:
+    """Read the summaries' freshness; ``place`` is in autocommit."""
+    found = modes.require(place.conn, place.schema)
+    row = place.conn.cursor(row_factory=dict_row).execute(place.sql(metrics.QUERY)).fetchone()
+    checked_at = place.one("SELECT now()")
+    location = pgcron.locate(place, cron_database)
+    cron = pgcron.find_job(place, location)
+    cron_row = _cron_metrics(place, cron)
+    holder = place.one(LOCK_HOLDER_SQL)
+    report = Health(checked_at, found.mode.name, found.record.refresh_interval, row, cron,
+                    cron_row, holder)  # fmt: skip
+    return Health(**{**report.__dict__, "problems": tuple(_problems(place, report))})
 
-    stale_after = 2 * schedule_seconds
-    problems: list[str] = []
 
-    def age(moment: datetime | None) -> float:
-        return (checked_at - moment).total_seconds() if moment else float("inf")
-
-    if not populated:
-        problems.append("the view has never been populated")
-    if job is not None and not job.active:
-        problems.append(f"pg_cron job {job.jobid} is inactive")
-    if last_run is not None and last_run.status == "failed":
-        problems.append(f"the last pg_cron run failed: {last_run.message.strip()}")
-    if last_success_at is not None and age(last_success_at) > stale_after:
+def _problems(place: Place, report: Health) -> list[str]:
+    m, stale_after = report.metrics, report.stale_after_seconds
+    problems = []
+    if m["lag_seconds"] > stale_after:
         problems.append(
-            f"the last successful refresh was {age(last_success_at):.0f}s ago "
+            f"the summaries do not show a span written {m['lag_seconds']:.0f}s ago "
             f"(> {stale_after:.0f}s)"
         )
-    if job is not None and last_success_at is None and age(installed_at) > stale_after:
-        since = "" if installed_at is None else f", installed {age(installed_at):.0f}s ago"
+    holder = report.lock_holder
+    if m["refresh_lock_stuck"]:
         problems.append(
-            f"pg_cron job {job.jobid} has never succeeded (stale after {stale_after:.0f}s{since})"
+            f"the refresh lock is held by pid {holder['pid']} (user {holder['user']}, "
+            f"application_name {holder['application_name'] or 'none'}, "
+            f"{holder['state'] or 'state hidden'} since {holder['since']}), which is not "
+            f"refreshing: no refresh runs until it ends (SELECT pg_terminate_backend({holder['pid']}))"
         )
-    if incremental is not None:
-        broken = broken_triggers(conn)
-        if broken:
-            problems.append(
-                f"changes to otel_traces are not being captured: {broken} missing or disabled; "
-                "enable them, then `trace-summaries refresh --full`"
-            )
-        if incremental.rebuild_requested and age(incremental.rebuild_requested_at) > stale_after:
-            problems.append(f"a full rebuild is pending: {incremental.rebuild_requested}")
-        if age(incremental.last_refresh_at) > stale_after:
-            problems.append(
-                "no incremental refresh has finished in the last "
-                f"{stale_after:.0f}s (last: {incremental.last_refresh_at or 'never'})"
-            )
-    next_left, machinery_left = conn.execute(modes.LEFTOVERS_SQL).fetchone()
-    left = [modes.NEXT] if next_left else []
-    if mode == "view" and machinery_left:
+    if report.mode == "incremental":
+        problems += _incremental_problems(place, m, stale_after)
+    problems += _cron_problems(report, stale_after)
+    next_left, machinery_left = place.execute(lifecycle.LEFTOVERS_SQL).fetchone()
+    left = [lifecycle.NEXT] if next_left else []
+    if not modes.MODES[report.mode].machinery and machinery_left:
         left.append("the incremental mode's triggers and tables")
     if left:
         problems.append(
             f"an interrupted switch left {' and '.join(left)}: "
-            f"run `trace-summaries switch {mode}` to remove it"
+            f"run `trace-summaries switch {report.mode}` to remove it"
         )
-    result = Health(
-        checked_at=checked_at,
-        mode=mode,
-        populated=populated,
-        rows=rows,
-        size_bytes=size_bytes,
-        installed_at=installed_at,
-        newest_in_view=newest_in_view,
-        newest_span=newest_span,
-        first_unseen=first_unseen,
-        cron_database=where,
-        cron_note=note,
-        job=job,
-        last_run=last_run,
-        last_success_at=last_success_at,
-        incremental=incremental,
-        stale_after_seconds=stale_after,
-        problems=(),
-    )
-    if result.lag_seconds > stale_after:
+    names = {"names": _OUR_NAMES}
+    for routine in place.execute(FOREIGN_ROUTINES_SQL, {
+        **names,
+        "names_ours": [name for name, _ in _OURS],
+        "arguments_ours": [arguments for _, arguments in _OURS],
+    }).fetchall():  # fmt: skip
         problems.append(
-            f"the summaries do not show a span written {result.lag_seconds:.0f}s ago "
-            f"(> {stale_after:.0f}s)"
+            f"{routine[0]} shares a name with this project's routines in schema "
+            f"{place.schema}: the job's call may fail as ambiguous; drop it"
         )
-    return replace(result, problems=tuple(problems))
+    public = place.one(PUBLIC_ROUTINES_SQL, names)
+    if public:
+        problems.append(
+            f"PUBLIC may execute {public} (grants lost in a restore?): run `trace-summaries repair`"
+        )
+    for subscription, tables in place.execute(SUBSCRIBED_SQL).fetchall():
+        problems.append(
+            f"subscription {subscription} copies this project's own tables ({tables}): publish "
+            "otel_traces only (CREATE PUBLICATION ... FOR TABLE otel_traces), then refresh the "
+            "subscription; each database keeps its own summaries"
+        )
+    return problems
+
+
+def _incremental_problems(place: Place, m: dict, stale_after: float) -> list[str]:
+    problems = []
+    if not m["capture_enabled"]:
+        problems.append(
+            f"changes to otel_traces are not being captured: {broken_triggers(place)} missing or "
+            "not firing; run `trace-summaries repair`, then `trace-summaries refresh --full`"
+        )
+    if m["rebuild_pending"] and (m["rebuild_pending_seconds"] or 0) > stale_after:
+        problems.append(
+            f"a full rebuild has been pending for {m['rebuild_pending_seconds']:.0f}s "
+            "(`trace-summaries verify` says why; the next refresh does it)"
+        )
+    age = m["last_refresh_age_seconds"]
+    if (age if age is not None else m["installed_age_seconds"]) > stale_after:
+        skipped = (
+            f"; {m['skipped_refreshes']:.0f} refreshes were skipped since, another refresher "
+            "holding the lock"
+            if m["skipped_refreshes"]
+            else ""
+        )
+        problems.append(
+            f"no incremental refresh has finished in the last {stale_after:.0f}s "
+            f"(last: {'never' if age is None else f'{age:.0f}s ago'}){skipped}"
+        )
+    return problems
+
+
+def _cron_problems(report: Health, stale_after: float) -> list[str]:
+    cron, row = report.cron, report.cron_metrics
+    if cron.missing:
+        return [
+            f'pg_cron is in database {cron.location.database}, but the job '
+            f'"{cron.location.facts["job_name"]}" is missing: run `trace-summaries repair` '
+            "to schedule it again"
+        ]
+    job = cron.job
+    if job is None:
+        return []
+    problems = []
+    if not job.active:
+        problems.append(f"pg_cron job {job.jobid} is inactive")
+    if cron.last_run is not None and cron.last_run.status == "failed":
+        problems.append(f"the last pg_cron run failed: {cron.last_run.message.strip()}")
+    success_age = row and row["last_success_age_seconds"]
+    if success_age is not None and success_age > stale_after:
+        problems.append(
+            f"the last successful refresh was {success_age:.0f}s ago (> {stale_after:.0f}s)"
+        )
+    installed_age = report.metrics["installed_age_seconds"]
+    if cron.last_success_at is None and installed_age > stale_after:
+        problems.append(
+            f"pg_cron job {job.jobid} has never succeeded (stale after {stale_after:.0f}s, "
+            f"installed {installed_age:.0f}s ago)"
+        )
+    return problems

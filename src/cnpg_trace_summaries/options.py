@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from cnpg_trace_summaries import interval as intervals
 from cnpg_trace_summaries.contract import MODES
 
 _DURATION = re.compile(r"^(\d+)\s*(us|ms|s|min|h|d)?$")
@@ -62,6 +63,10 @@ def text(raw: str) -> str:
     return raw
 
 
+def refresh_interval(raw: str) -> str:
+    return intervals.parse(raw).text
+
+
 @dataclass(frozen=True)
 class Option:
     name: str
@@ -96,6 +101,14 @@ OPTIONS = {
             mode,
             "view: the spec's materialized view; incremental: a table maintained from "
             "what changed (fresh installs; switch an existing one with `trace-summaries switch`)",
+        ),
+        Option(
+            "refresh_interval",
+            "TRACE_SUMMARIES_REFRESH_INTERVAL",
+            intervals.DEFAULT.text,
+            refresh_interval,
+            "how often the job refreshes the summaries: 10s (pg_cron 1.5 and later, incremental "
+            "mode), 2min, 1h; a later upgrade, switch or repair keeps it",
         ),
         Option(
             "cron_database",

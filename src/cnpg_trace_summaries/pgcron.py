@@ -1,4 +1,4 @@
-"""pg_cron: where it lives, and the job that refreshes the summaries.
+"""pg_cron: where it lives, and scheduling the job that refreshes the summaries there.
 
 pg_cron's extension exists in one database of a server, ``cron.database_name``
 (``postgres`` by default, in pg_cron and in CloudNativePG). From there
@@ -12,45 +12,49 @@ are hidden from roles without ``pg_read_all_settings``, such as CNPG's
 4. where it may not: the ``postgres`` database, reached with the same credentials.
 
 Where pg_cron lives in this database the job is scheduled by a DO block
-(:func:`schedule_here_sql`), inside the migration's transaction, and
+(:data:`.sql.cron.SCHEDULE_HERE`), inside the migration's transaction, and
 ``--sql`` scripts make the same decisions on the server. Where it lives in
 another database the job is scheduled over a second connection
 (:func:`schedule_elsewhere`), which commits on its own, so the migration does
 that last, after every step that can fail.
 
-The job name, the schedule and the command come from :mod:`.contract`.
+What the job runs and how often comes from the summaries' record
+(:data:`.sql.cron.JOB`); the job's name from :mod:`.contract`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
 import psycopg
 from psycopg import conninfo, sql
+from psycopg.rows import dict_row
 
-from cnpg_trace_summaries.contract import (
-    DEFAULT_CRON_DATABASE,
-    FALLBACK_REFRESHER,
-    REFRESH_EVERY,
-    REFRESH_SCHEDULE,
-    job_name_sql,
-    refresh_command,
-)
+from cnpg_trace_summaries.contract import DEFAULT_CRON_DATABASE, job_name_sql
+from cnpg_trace_summaries.database import Place
+from cnpg_trace_summaries.sql import cron as cron_sql
+from cnpg_trace_summaries.sql.render import PINNED_PATH, SCHEMA_LITERAL, set_values
 
 log = logging.getLogger(__name__)
 
-FACTS_SQL = f"""
+LOCATE_SQL = f"""
 SELECT current_database() AS database,
        current_user AS role,
-       {job_name_sql()} AS job_name,
-       {refresh_command("current_schema()", "view")} AS view_command,
-       {refresh_command("current_schema()", "incremental")} AS incremental_command,
+       quote_ident(current_user) AS role_ident,
+       {job_name_sql("current_database()", SCHEMA_LITERAL)} AS job_name,
        EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') AS extension_here,
        (SELECT setting FROM pg_settings WHERE name = 'cron.database_name') AS cron_database,
        (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
            OR pg_has_role(current_user, 'pg_read_all_settings', 'USAGE') AS reads_settings
+"""
+
+VERSION_SQL = f"""
+SELECT extversion, {cron_sql.TAKES_SECONDS.format(version="extversion")}
+FROM pg_extension WHERE extname = 'pg_cron'
 """
 
 GRANTS_FOR_SCHEDULE_IN_DATABASE = (
@@ -74,15 +78,26 @@ class Location:
     facts: dict
 
 
-def facts(conn: psycopg.Connection) -> dict:
-    cur = conn.cursor(row_factory=psycopg.rows.dict_row)
-    return cur.execute(FACTS_SQL).fetchone()
+@dataclass(frozen=True)
+class Job:
+    """The job the summaries' record asks for."""
+
+    job_name: str
+    command: str | None  # None: no record
+    schedule: str | None
+    refresh_interval: str | None
+    database: str
 
 
 def connect_to(conn: psycopg.Connection, database: str, **kwargs) -> psycopg.Connection:
-    """A new connection to ``database`` on the same server, with the same credentials."""
+    """A new connection to ``database`` on the same server, with the same credentials,
+    its path pinned."""
     params = conninfo.conninfo_to_dict(conn.info.dsn)
-    params.update(dbname=database, password=conn.info.password)
+    params.update(
+        dbname=database,
+        password=conn.info.password,
+        options=f"-csearch_path={PINNED_PATH.replace(' ', '')}",
+    )
     params = {key: value for key, value in params.items() if value is not None}
     return psycopg.connect(conninfo.make_conninfo(**params), **kwargs)
 
@@ -97,9 +112,9 @@ def extension_in(conn: psycopg.Connection, database: str) -> bool | str:
     return True if found else f"database {database} has no pg_cron extension"
 
 
-def locate(conn: psycopg.Connection, explicit: str = "") -> Location:
+def locate(place: Place, explicit: str = "") -> Location:
     """Where pg_cron lives, looking as the module docstring says."""
-    found = facts(conn)
+    found = place.conn.cursor(row_factory=dict_row).execute(place.sql(LOCATE_SQL)).fetchone()
     here = found["database"]
     if found["extension_here"]:
         return Location(here, True, "the pg_cron extension is in this database", found)
@@ -112,7 +127,7 @@ def locate(conn: psycopg.Connection, explicit: str = "") -> Location:
         return Location(None, False, "pg_cron is not loaded on this server", found)
     if here == DEFAULT_CRON_DATABASE:
         return Location(None, False, "pg_cron's settings are hidden from this role", found)
-    tried = extension_in(conn, DEFAULT_CRON_DATABASE)
+    tried = extension_in(place.conn, DEFAULT_CRON_DATABASE)
     if tried is True:
         return Location(DEFAULT_CRON_DATABASE, False,
                         f"pg_cron's default database, {DEFAULT_CRON_DATABASE}", found)  # fmt: skip
@@ -125,47 +140,82 @@ def elsewhere(location: Location | None) -> bool:
     return location is not None and location.database is not None and not location.here
 
 
-def schedule_statement(job_name: str, refresh: str, database: str, username: str = "") -> str:
+def job(place: Place, job_sql: str = cron_sql.JOB) -> Job:
+    """The job the summaries' record asks for (``job_sql``: a revision's frozen query)."""
+    row = place.conn.cursor(row_factory=dict_row).execute(place.sql(job_sql)).fetchone()
+    if row is None:  # no summaries: only the name is known
+        name = place.one(f"SELECT {job_name_sql('current_database()', SCHEMA_LITERAL)}")
+        return Job(name, None, None, None, place.one("SELECT current_database()"))
+    return Job(**row)
+
+
+def version(place: Place, location: Location) -> tuple[str, bool] | None:
+    """pg_cron's version where it lives, and whether it takes schedules in seconds."""
+    if location.database is None:
+        return None
+    if location.here:
+        return place.conn.execute(VERSION_SQL).fetchone()
+    try:
+        with connect_to(place.conn, location.database, connect_timeout=10) as cron:
+            return cron.execute(VERSION_SQL).fetchone()
+    except psycopg.Error:
+        return None
+
+
+def interval_refused(place: Place, location: Location | None, interval) -> str | None:
+    """Why pg_cron where it lives cannot run the job at ``interval`` (an Interval), or None."""
+    if location is None or not interval.in_seconds:
+        return None
+    found = version(place, location)
+    if found is None or found[1]:
+        return None
+    return (
+        f"pg_cron {found[0]} in database {location.database} schedules whole minutes only: "
+        f"refresh_interval={interval.text} needs pg_cron 1.5 or later; the nearest it takes is 1min"
+    )
+
+
+def schedule_statement(job: Job, username: str = "") -> str:
     """cron.schedule_in_database(...); with ``username``, as an administrator runs it for that role
     (so that the job is the role's own, which its downgrade can remove)."""
     call = sql.SQL("SELECT cron.schedule_in_database({}, {}, {}, {}").format(
-        job_name, REFRESH_SCHEDULE, refresh, database
+        job.job_name, job.schedule, job.command, job.database
     )
     if username:
         call += sql.SQL(", username => {}").format(username)
     return (call + sql.SQL(")")).as_string(None)
 
 
-def schedule_elsewhere(conn: psycopg.Connection, location: Location, mode: str) -> str:
-    """Schedule the job from the database pg_cron lives in; return the NOTICE-like line.
+def schedule_elsewhere(place: Place, location: Location, job: Job) -> str:
+    """Schedule ``job`` from the database pg_cron lives in; return the NOTICE-like line.
 
     Raises :class:`CronError` with the statement and the GRANTs an
     administrator needs when this role may not.
     """
-    job_name, database = location.facts["job_name"], location.facts["database"]
-    refresh = location.facts[f"{mode}_command"]
+    if job.command is None:
+        raise CronError("otel_trace_summaries has no record of its mode: run trace-summaries repair")
     try:
-        with connect_to(conn, location.database, autocommit=True) as cron:
-            cron.execute(schedule_statement(job_name, refresh, database))
+        with connect_to(place.conn, location.database, autocommit=True) as cron:
+            cron.execute(schedule_statement(job))
     except psycopg.Error as error:
-        role = location.facts["role"]
+        facts = location.facts
         raise CronError(
             f"could not schedule the refresh in database {location.database}, where pg_cron lives "
             f"({location.how}): {' '.join(str(error).split())}. Ask an administrator to run "
-            f"there: {schedule_statement(job_name, refresh, database, role)}; or to grant what "
-            f"it takes: {GRANTS_FOR_SCHEDULE_IN_DATABASE.format(role=quote_ident(role))}"
+            f"there: {schedule_statement(job, facts['role'])}; or to grant what it takes: "
+            f"{GRANTS_FOR_SCHEDULE_IN_DATABASE.format(role=facts['role_ident'])}"
         ) from None
     return (
-        f'pg_cron job "{job_name}" scheduled in database {location.database} '
-        f"({location.how}): {refresh} {REFRESH_EVERY} ({REFRESH_SCHEDULE})"
+        f'pg_cron job "{job.job_name}" scheduled in database {location.database} '
+        f"({location.how}): {job.command} every {job.refresh_interval} ({job.schedule})"
     )
 
 
-def unschedule_elsewhere(conn: psycopg.Connection, location: Location) -> str | None:
+def unschedule_elsewhere(place: Place, location: Location) -> str | None:
     """Remove this schema's job from the database pg_cron lives in; None when there was none."""
     job_name, database = location.facts["job_name"], location.facts["database"]
     try:
-        with connect_to(conn, location.database, autocommit=True) as cron:
+        with connect_to(place.conn, location.database, autocommit=True) as cron:
             removed = cron.execute(
                 "SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = %s AND database = %s",
                 (job_name, database),
@@ -199,132 +249,135 @@ def not_found_warning(location: Location) -> str | None:
     )
 
 
-def quote_ident(name: str) -> str:
-    """A role name as PostgreSQL's quote_ident() writes it: quoted only where it must be."""
-    if re.fullmatch(r"[a-z_][a-z0-9_$]*", name):
-        return name
-    return sql.Identifier(name).as_string(None)
+# -- reading the job back ------------------------------------------------------------------
+JOB_SQL = """
+SELECT jobid, jobname, schedule, command, database, username, active
+FROM cron.job WHERE jobname = %s AND database = %s
+"""
 
+LAST_RUN_SQL = """
+SELECT status, return_message, start_time, end_time
+FROM cron.job_run_details
+WHERE jobid = %s AND status IN ('succeeded', 'failed')
+ORDER BY runid DESC
+LIMIT 1
+"""
 
-def _literal(value: str | None) -> str:
-    return "NULL" if value is None else sql.Literal(value).as_string(None)
-
-
-def schedule_here_sql(mode: str, *, require_refresh: bool, cron_database: str | None) -> str:
-    """A DO block that schedules the job where pg_cron lives in this database, or says why not.
-
-    Every way it ends without a job raises a NOTICE with SQLSTATE 01000
-    (logged at WARNING) saying that manual refresh is required, and what to
-    run; with ``require_refresh`` it raises an error instead.
-    """
-    return f"""
-DO $schedule$
-DECLARE
-    job_name constant text := {job_name_sql()};
-    refresh constant text := {refresh_command("current_schema()", mode)};
-    require_refresh constant boolean := {"true" if require_refresh else "false"};
-    -- As an administrator runs it for this role, so that the job is this role's own.
-    schedule_there constant text := format(
-        'SELECT cron.schedule_in_database(%L, %L, %L, %L, username => %L)',
-        job_name, '{REFRESH_SCHEDULE}', refresh, current_database(), current_user);
-    manual constant text := 'automatic refresh of otel_trace_summaries is OFF and manual refresh is required: '
-        'run "' || refresh || '" {REFRESH_EVERY} (or "{FALLBACK_REFRESHER}")';
-    -- pg_settings hides pg_cron's settings from roles that may not read them: NULL then.
-    cron_database constant text := coalesce(
-        (SELECT setting FROM pg_settings WHERE name = 'cron.database_name'), {_literal(cron_database)});
-    background_workers constant text := (SELECT setting FROM pg_settings WHERE name = 'cron.use_background_workers');
-    cron_host constant text := (SELECT setting FROM pg_settings WHERE name = 'cron.host');
-    reads_settings constant boolean := (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
-        OR pg_has_role(current_user, 'pg_read_all_settings', 'USAGE');
-    has_extension boolean := EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron');
-    problem text;
-BEGIN
-    IF NOT has_extension AND cron_database = current_database()
-       AND EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pg_cron') THEN
-        BEGIN
-            CREATE EXTENSION IF NOT EXISTS pg_cron;
-            has_extension := true;
-            RAISE NOTICE 'created extension pg_cron in database %', current_database();
-        EXCEPTION WHEN insufficient_privilege THEN
-            problem := format('pg_cron is preloaded but %s may not create it (%s): ask an administrator '
-                'to run "CREATE EXTENSION pg_cron" in database %s, then upgrade again',
-                current_user, SQLERRM, current_database());
-        END;
-    END IF;
-
-    IF has_extension THEN
-        BEGIN
-            PERFORM cron.schedule(job_name, '{REFRESH_SCHEDULE}', refresh);
-            RAISE NOTICE 'pg_cron job "%" scheduled: % {REFRESH_EVERY} ({REFRESH_SCHEDULE})', job_name, refresh;
-            IF background_workers = 'off' THEN
-                RAISE NOTICE 'cron.use_background_workers is off: pg_cron jobs connect over libpq to cron.host (%) '
-                    'as %, which needs a matching pg_hba.conf rule or a password file for the server user; '
-                    'with cron.use_background_workers = on they need neither',
-                    coalesce(cron_host, 'localhost'), current_user USING ERRCODE = '01000';
-            END IF;
-            RETURN;
-        EXCEPTION WHEN insufficient_privilege THEN
-            problem := format('pg_cron is installed but %s may not schedule jobs (%s): ask an administrator '
-                'to run "GRANT USAGE ON SCHEMA cron TO %s", then upgrade again',
-                current_user, SQLERRM, quote_ident(current_user));
-        END;
-    END IF;
-
-    IF problem IS NULL THEN
-        IF cron_database IS NOT NULL AND cron_database <> current_database() THEN
-            problem := format('pg_cron lives in database %s, not in %s: an online upgrade schedules the job '
-                'there; a script (--sql) needs this run in database %s: %s',
-                cron_database, current_database(), cron_database, schedule_there);
-        ELSIF cron_database IS NULL AND NOT reads_settings THEN
-            problem := format('pg_cron is not installed in database %s as far as %s can tell (pg_cron''s '
-                'settings are hidden from it: GRANT pg_read_all_settings TO %s lets the migration tell, '
-                'and -x cron_database=NAME names the database pg_cron lives in). If the server preloads '
-                'pg_cron, an administrator can run "CREATE EXTENSION pg_cron" here when this is its '
-                'cron.database_name, or else run in that database (postgres by default): %s',
-                current_database(), current_user, quote_ident(current_user), schedule_there);
-        ELSE
-            problem := format('pg_cron is not installed in database %s', current_database());
-        END IF;
-    END IF;
-    IF require_refresh THEN
-        RAISE EXCEPTION 'no pg_cron job will refresh otel_trace_summaries (require_refresh=yes): %', problem
-            USING HINT = 'Fix what the message says and upgrade again, or upgrade without '
-                         '-x require_refresh=yes and refresh another way ({FALLBACK_REFRESHER}).';
-    END IF;
-    RAISE NOTICE '%: %', problem, manual USING ERRCODE = '01000';
-END
-$schedule$
+LAST_SUCCESS_SQL = """
+SELECT end_time FROM cron.job_run_details
+WHERE jobid = %s AND status = 'succeeded'
+ORDER BY runid DESC
+LIMIT 1
 """
 
 
-def unschedule_here_sql(*, offline: bool) -> str:
-    """A DO block that removes this schema's job where pg_cron lives in this database.
+@dataclass(frozen=True)
+class ScheduledJob:
+    jobid: int
+    jobname: str
+    schedule: str
+    command: str
+    database: str
+    username: str
+    active: bool
 
-    It raises on failure, so that a downgrade never ends with the job gone and
-    the summaries kept, or the reverse. In a ``--sql`` script it also names
-    the statement to run where pg_cron lives in another database.
+
+@dataclass(frozen=True)
+class LastRun:
+    status: str
+    message: str
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def seconds(self) -> float | None:
+        if self.finished_at is None or self.started_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class Found:
+    """This schema's job where pg_cron lives, as far as this role can read it."""
+
+    location: Location
+    readable: bool  # pg_cron's tables could be read
+    note: str  # how pg_cron was found, or why its jobs could not be read
+    job: ScheduledJob | None = None
+    last_run: LastRun | None = None
+    last_success_at: datetime | None = None
+
+    @property
+    def missing(self) -> bool:
+        """pg_cron is there and readable, and the job is not."""
+        return self.readable and self.job is None
+
+
+@contextlib.contextmanager
+def cron_connection(place: Place, location: Location) -> Iterator[psycopg.Connection]:
+    if location.here:
+        yield place.conn
+        return
+    with connect_to(place.conn, location.database, autocommit=True) as cron:
+        yield cron
+
+
+def find_job(place: Place, location: Location) -> Found:
+    """This schema's refresh job, its last run and last success, where pg_cron lives."""
+    if location.database is None:
+        return Found(location, False, location.how)
+    name, database = location.facts["job_name"], location.facts["database"]
+    try:
+        with cron_connection(place, location) as cron:
+            if cron.execute("SELECT to_regclass('cron.job')").fetchone()[0] is None:
+                return Found(location, False, "pg_cron's extension is not created")
+            row = cron.execute(JOB_SQL, (name, database)).fetchone()
+            if row is None:
+                return Found(location, True, location.how)
+            job = ScheduledJob(*row)
+            last = cron.execute(LAST_RUN_SQL, (job.jobid,)).fetchone()
+            success = cron.execute(LAST_SUCCESS_SQL, (job.jobid,)).fetchone()
+    except psycopg.Error as error:
+        if location.here:
+            place.conn.rollback()
+        return Found(location, False, f"cannot read pg_cron's jobs: {' '.join(str(error).split())}")
+    return Found(
+        location,
+        True,
+        location.how,
+        job,
+        LastRun(*last) if last else None,
+        success[0] if success else None,
+    )
+
+
+def job_present(place: Place, location: Location) -> bool | None:
+    """Whether this schema's job is where pg_cron lives; None when that cannot be read."""
+    found = find_job(place, location)
+    return None if not found.readable else found.job is not None
+
+
+def schedule(place: Place, location: Location, cron_database: str = "") -> str:
+    """(Re)create this schema's job as the summaries' record says, where pg_cron lives.
+
+    Returns the line to show; raises :class:`CronError` with what to run instead.
     """
-    return f"""
-DO $unschedule$
-DECLARE
-    job_name constant text := {job_name_sql()};
-    job record;
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
-        IF {"true" if offline else "false"} THEN
-            RAISE NOTICE 'where pg_cron lives in another database (cron.database_name, postgres by default), '
-                'run there: SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = % AND database = %',
-                quote_literal(job_name), quote_literal(current_database());
-        END IF;
-        RETURN;
-    END IF;
-    IF NOT has_schema_privilege('cron', 'USAGE') THEN
-        RETURN;  -- this role could not have scheduled a job: there is none of its own
-    END IF;
-    FOR job IN SELECT jobid FROM cron.job WHERE jobname = job_name LOOP
-        PERFORM cron.unschedule(job.jobid);
-        RAISE NOTICE 'pg_cron job "%" unscheduled', job_name;
-    END LOOP;
-END
-$unschedule$
-"""
+    if elsewhere(location):
+        return schedule_elsewhere(place, location, job(place))
+    notices: list[str] = []
+
+    def keep(diagnostic) -> None:
+        notices.append(diagnostic.message_primary or "")
+
+    values = {"require_refresh": "no", "cron_database": cron_database}
+    place.conn.add_notice_handler(keep)
+    try:
+        with place.conn.transaction():
+            place.conn.execute(set_values(values, "%({})s"), values)
+            place.execute(cron_sql.SCHEDULE_HERE)
+    finally:
+        place.conn.remove_notice_handler(keep)
+    done = [line for line in notices if line.startswith("pg_cron job")]
+    if not done:
+        raise CronError(notices[-1] if notices else "pg_cron could not schedule the job")
+    return done[0]

@@ -18,11 +18,40 @@ over an array per root span, compared element by element in "C" (byte) order:
 
 Every root column is then read from that one array, so they all come from the
 same span. ``COLLATE "C"`` also sorts ``service_set`` in byte order.
+
+The window ends at :data:`BOUNDARY`: seven days before now, computed in UTC,
+so that every refresher (whatever its session's TimeZone) and every day of
+the year (DST changes) give the same boundary.
+
+A full rebuild aggregates the window in slices of time (:data:`AGGREGATES`
+per slice, into a staging table) and then combines a trace's slices
+(:data:`COMBINED`): every aggregate here can be combined that way.
 """
 
 from __future__ import annotations
 
-from cnpg_trace_summaries.contract import STATUS_ERROR, SUMMARY_COLUMNS, TRACES_TABLE, WINDOW
+from cnpg_trace_summaries.contract import (
+    STATUS_ERROR,
+    SUMMARY_COLUMNS,
+    TRACES_TABLE,
+    WINDOW,
+)
+from cnpg_trace_summaries.sql.render import qualified
+
+TRACES = qualified(TRACES_TABLE)
+
+BOUNDARY = f"(now() AT TIME ZONE 'UTC' - interval '{WINDOW}') AT TIME ZONE 'UTC'"
+
+# The aggregates of one trace's spans, and their names, in order.
+AGGREGATE_COLUMNS = (
+    "last_span_at",
+    "start_time_unix_nano",
+    "end_time_unix_nano",
+    "service_set",
+    "span_count",
+    "error_count",
+    "root",
+)
 
 AGGREGATES = f"""max("timestamp") AS last_span_at,
         min(start_time_unix_nano) AS start_time_unix_nano,
@@ -38,6 +67,22 @@ AGGREGATES = f"""max("timestamp") AS last_span_at,
                 END,
                 span_id, name, service_name, CAST(kind AS text), CAST(status_code AS text), status_message
             ] COLLATE "C") FILTER (WHERE parent_span_id IS NULL OR parent_span_id = '') AS root"""
+
+
+def combined(partials: str, alias: str = "p") -> str:
+    """:data:`AGGREGATES` of a trace from its per-slice aggregates (rows of ``partials``)."""
+    return f"""max({alias}.last_span_at) AS last_span_at,
+        min({alias}.start_time_unix_nano) AS start_time_unix_nano,
+        max({alias}.end_time_unix_nano) AS end_time_unix_nano,
+        CASE WHEN count(*) = 1 THEN min({alias}.service_set)
+             ELSE ARRAY(SELECT DISTINCT (s COLLATE "C") AS s
+                        FROM {partials} AS q CROSS JOIN LATERAL unnest(q.service_set) AS s
+                        WHERE q.trace_id = {alias}.trace_id ORDER BY s)
+        END AS service_set,
+        CAST(sum({alias}.span_count) AS bigint) AS span_count,
+        CAST(sum({alias}.error_count) AS bigint) AS error_count,
+        min({alias}.root) AS root"""
+
 
 PROJECTION = """trace_id,
     last_span_at AS "timestamp",
@@ -62,10 +107,8 @@ PROJECTION = """trace_id,
     span_count,
     error_count"""
 
-VIEW_BOUNDARY = f"now() - interval '{WINDOW}'"
 
-
-def window_query(boundary: str = VIEW_BOUNDARY, extra_condition: str = "TRUE") -> str:
+def window_query(boundary: str = BOUNDARY, extra_condition: str = "TRUE") -> str:
     """Every trace's summary over the spans after ``boundary`` (a SQL expression).
 
     With the default boundary this is the materialized view's definition.
@@ -76,9 +119,34 @@ FROM (
     SELECT
         trace_id,
         {AGGREGATES}
-    FROM {TRACES_TABLE}
+    FROM {TRACES}
     WHERE "timestamp" > {boundary} AND trace_id <> '' AND {extra_condition}
     GROUP BY trace_id
+) AS per_trace"""
+
+
+def slice_query(low: str, high: str) -> str:
+    """The per-trace aggregates of the spans in ``(low, high]`` (SQL expressions; NULL: open)."""
+    return f"""SELECT
+        trace_id,
+        {AGGREGATES}
+    FROM {TRACES}
+    WHERE "timestamp" > {low} AND ({high} IS NULL OR "timestamp" <= {high}) AND trace_id <> ''
+    GROUP BY trace_id"""
+
+
+def combined_query(partials: str, condition: str) -> str:
+    """The summaries of the traces of ``partials`` (rows of :func:`slice_query`) that meet
+    ``condition`` (over ``p``), one row per trace."""
+    return f"""SELECT
+    {PROJECTION}
+FROM (
+    SELECT
+        p.trace_id,
+        {combined(partials)}
+    FROM {partials} AS p
+    WHERE {condition}
+    GROUP BY p.trace_id
 ) AS per_trace"""
 
 
@@ -97,7 +165,7 @@ FROM (
         SELECT
             k.trace_id AS trace_id,
             {AGGREGATES}
-        FROM {TRACES_TABLE} AS t
+        FROM {TRACES} AS t
         WHERE t.trace_id = k.trace_id AND t."timestamp" > {boundary}
     ) AS one_trace
 ) AS per_trace
