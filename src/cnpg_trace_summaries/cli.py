@@ -28,14 +28,16 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import create_engine, exc, pool
-from sqlalchemy.engine import URL
 
 from cnpg_trace_summaries import __version__, health, migrating, modes, options, summaries
 from cnpg_trace_summaries.contract import FALLBACK_REFRESHER, REFRESH_INTERVAL_SECONDS, SUMMARIES
 from cnpg_trace_summaries.database import (
     ConfigError,
+    connection_failure,
     describe_database_error,
     install_notice_logger,
+    libpq_conninfo,
+    redact,
     resolve_database_url,
     safe_url,
 )
@@ -48,17 +50,12 @@ class CommandError(Exception):
     """Ends the command with this message and exit status 1."""
 
 
-def libpq_conninfo(url: URL) -> str:
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 def connect(**kwargs: Any) -> psycopg.Connection:
     url = resolve_database_url()
     try:
         return psycopg.connect(libpq_conninfo(url), **kwargs)
     except psycopg.OperationalError as error:
-        reason = " ".join(str(error).split()).removeprefix("connection failed: ")
-        raise CommandError(f"cannot connect to {safe_url(url)}: {reason}") from None
+        raise CommandError(connection_failure(safe_url(url), error)) from None
 
 
 # -- local --------------------------------------------------------------------
@@ -251,7 +248,7 @@ def refresh_forever(every: float, *, full: bool = False) -> int:
                 print(describe_outcome(summaries.refresh(conn, full=full)), flush=True)
                 full = False  # once is enough
             except (psycopg.Error, CommandError, summaries.NotInstalledError) as error:
-                message = " ".join(str(error).split())
+                message = redact(" ".join(str(error).split()))
                 print(
                     f"{time.strftime('%H:%M:%S')} FAILED: {message}; retrying in {every:g}s",
                     file=sys.stderr,
@@ -287,7 +284,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             report = health.health(conn, args.schedule_seconds, cron_database())
     except (CommandError, summaries.NotInstalledError, psycopg.Error) as error:
         if args.json:  # a monitoring check that reads JSON gets JSON, then exit status 1
-            print(json.dumps({"healthy": False, "problems": [" ".join(str(error).split())]}))
+            problem = redact(" ".join(str(error).split()))
+            print(json.dumps({"healthy": False, "problems": [problem]}))
         raise
     if args.json:
         print(json.dumps(health_payload(report), default=_json_default, indent=2))
@@ -540,10 +538,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         summaries.NotInstalledError,
         options.OptionError,
     ) as error:
-        print(f"{PROG}: {error}", file=sys.stderr)
+        print(f"{PROG}: {redact(str(error))}", file=sys.stderr)
         return 1
     except psycopg.Error as error:
-        print(f"{PROG}: {' '.join(str(error).split())}", file=sys.stderr)
+        print(f"{PROG}: {redact(' '.join(str(error).split()))}", file=sys.stderr)
         return 1
 
 
