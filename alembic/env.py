@@ -108,7 +108,7 @@ def run_on_connection(connection: Connection) -> None:
         schema = migrating.current_schema(driver)
         with migrating.migration_lock(driver, schema, wait=option("migration_lock_wait")):
             configure(connection=connection)
-            with install_notice_logger(connection), context.begin_transaction():
+            with install_notice_logger(driver), context.begin_transaction():
                 context.run_migrations()
             explicit = {name for name in options.OPTIONS if options.given_to_alembic(name)}
             given = {name: option(name) for name in options.OPTIONS}

@@ -14,17 +14,19 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from cnpg_trace_summaries import modes, summaries
+from cnpg_trace_summaries import summaries
 from cnpg_trace_summaries.contract import (
+    CAPTURE_ROW_TRIGGERS,
     CAPTURE_TRIGGERS,
     DIRTY_TABLE,
     MODES,
     REFRESH_FUNCTION,
+    STAGING_TABLE,
     STATE_TABLE,
     SUMMARIES,
     TRACES_TABLE,
 )
-from cnpg_trace_summaries.incremental_mode import STAGING_TABLE
+from cnpg_trace_summaries.sql import incremental
 from tests.support.commands import run_cli
 from tests.support.cron import job_command, jobs_named
 from tests.support.database import Database, new_database
@@ -34,6 +36,7 @@ from tests.support.incremental import (
     compare,
     configure,
     dirty_keys,
+    here,
     install,
     partition_of,
     refresh,
@@ -145,10 +148,11 @@ def test_two_refreshers_at_once_one_skips_and_the_data_stays_exact(inc, conn):
     try:
         first.wait_until_blocked(inc)
         second = refresh(conn)
-        assert second == {"refreshed": False, "reason": "another refresher holds the lock"}
+        assert second["refreshed"] is False
+        assert second["reason"] == f"another refresher (pid {first.pid}) holds the lock"
         with inc.connect(autocommit=True) as other:
-            outcome = summaries.refresh(other)
-        assert (outcome.refreshed, outcome.reason) == (False, "another refresher holds the lock")
+            outcome = summaries.refresh(here(other))
+        assert (outcome.refreshed, outcome.reason) == (False, second["reason"])
     finally:
         lock.release()
     assert first.join()["refreshed"]
@@ -217,7 +221,8 @@ def test_a_backlog_above_full_refresh_above_falls_back_to_a_full_rebuild(inc, co
     conn.execute("UPDATE otel_traces SET status_code = 2 WHERE trace_id <= 'r000050'")
     outcome = refresh(conn)
     assert outcome["kind"] == "full", outcome
-    assert outcome["reason"].startswith("a backlog of about 50 traces (full refresh above 10)")
+    # The backlog is counted up to the threshold, never further: a bounded read.
+    assert outcome["reason"].startswith("a backlog of about 11 traces (full refresh above 10)")
     assert outcome["ranges"] == 3
     assert_exact(conn)
     conn.execute("UPDATE otel_traces SET status_code = 0 WHERE trace_id <= 'r000005'")
@@ -396,25 +401,34 @@ def test_verify_says_exact_or_differs_with_exit_status_and_json(inc, conn):
     ]
 
 
-def test_verify_reports_disabled_capture_triggers_and_the_writes_they_missed(inc, conn):
+def test_a_replica_sessions_writes_are_captured_row_by_row(inc, conn):
+    """A logical replication apply (session_replication_role = replica) fires only row-level
+    triggers enabled REPLICA or ALWAYS: those capture its writes."""
     with_traces(conn, "t", 5)
-    # A logical replication apply (session_replication_role = replica) fires no
-    # ordinary trigger: its writes are not captured.
     conn.execute("SET session_replication_role = replica")
     conn.execute(traces_sql("replica", 2))
+    conn.execute("UPDATE otel_traces SET trace_id = 't000009' WHERE trace_id = 't000001'")
+    conn.execute("DELETE FROM otel_traces WHERE trace_id = 't000002'")
     conn.execute("RESET session_replication_role")
-    assert dirty_keys(conn) == 0
+    assert dirty_keys(conn) > 0
+    refresh(conn)
+    assert_exact(conn)
+
+
+def test_verify_reports_disabled_capture_triggers_and_the_writes_they_missed(inc, conn):
+    with_traces(conn, "t", 5)
     name = CAPTURE_TRIGGERS["INSERT"]
     conn.execute(f"ALTER TABLE {TRACES_TABLE} DISABLE TRIGGER {name}")
     try:
-        result = summaries.verify(conn)
+        conn.execute(traces_sql("missed", 2))
+        result = summaries.verify(here(conn))
     finally:
         conn.execute(f"ALTER TABLE {TRACES_TABLE} ENABLE TRIGGER {name}")
     assert not result.exact
     assert f"trigger(s) {name} missing or disabled (2 missing, 0 unexpected" in result.note
 
-    assert summaries.refresh(conn, full=True).refreshed
-    assert summaries.verify(conn).exact
+    assert summaries.refresh(here(conn), full=True).refreshed
+    assert summaries.verify(here(conn)).exact
 
 
 def test_status_reports_the_mode_the_backlog_and_the_last_refresh(inc, conn):
@@ -423,13 +437,13 @@ def test_status_reports_the_mode_the_backlog_and_the_last_refresh(inc, conn):
     result = run_cli("status", "--json", DATABASE_URL=inc.url)
     payload = json.loads(result.stdout)
     assert payload["mode"] == "incremental"
-    state = payload["incremental"]
-    assert state["backlog"] == 4
-    assert state["last_refresh_kind"] == "incremental"
-    assert state["last_refresh_at"] is not None
-    assert state["window_boundary"] is not None
+    metrics = payload["metrics"]
+    assert metrics["backlog_traces"] == 4
+    assert metrics["last_refresh_full"] == 0
+    assert metrics["last_refresh_age_seconds"] is not None
+    assert metrics["capture_enabled"] == 1
     text = run_cli("status", DATABASE_URL=inc.url).stdout
-    assert "(incremental mode)" in text
+    assert "(incremental mode, refreshed every 2min)" in text
     assert "backlog            4 changed trace ids queued" in text
 
 
@@ -442,7 +456,7 @@ def test_status_is_not_ok_while_a_capture_trigger_is_disabled(inc, conn):
         conn.execute(f"ALTER TABLE {TRACES_TABLE} ENABLE TRIGGER {name}")
     assert result.returncode == 2
     problems = json.loads(result.stdout)["problems"]
-    assert any(f"{name} missing or disabled" in problem for problem in problems), problems
+    assert any(f"{name} missing or not firing" in problem for problem in problems), problems
 
 
 # -- downgrade ------------------------------------------------------------------------------
@@ -455,14 +469,21 @@ SELECT (SELECT count(*) FROM pg_class
         WHERE pronamespace = CAST(current_schema() AS regnamespace)
           AND proname LIKE 'otel_trace_summaries%%')
 """
+# The relations, the capture triggers (statement and row level) and the routines
+# (the incremental mode's and the metrics function) of an incremental install.
+EVERYTHING = (
+    4,
+    len(incremental.triggers_for(incremental.PLAIN_STORE)),
+    len(incremental.ROUTINES) + 1,
+)
 
 
 def test_downgrade_removes_everything_and_upgrading_again_works(db):
     install(db)
     with db.connect(autocommit=True) as conn:
         with_traces(conn, "t", 10)
-        triggers = list(CAPTURE_TRIGGERS.values())
-        assert conn.execute(LEFTOVERS, {"triggers": triggers}).fetchone() == (4, 4, 6)
+        triggers = [*CAPTURE_TRIGGERS.values(), *CAPTURE_ROW_TRIGGERS.values()]
+        assert conn.execute(LEFTOVERS, {"triggers": triggers}).fetchone() == EVERYTHING
 
         db.migrate("downgrade", "-1")
         assert conn.execute(LEFTOVERS, {"triggers": triggers}).fetchone() == (0, 0, 0)
@@ -480,29 +501,49 @@ def test_downgrade_unschedules_the_incremental_job(cron_db: Database):
     install(cron_db)
     name = cron_db.job_name
     command = job_command(cron_db, name)
-    assert command == f"CALL {cron_db.schema}.{REFRESH_FUNCTION}()"
+    assert (
+        command
+        == f"CALL {cron_db.schema}.{REFRESH_FUNCTION}(false, CAST(NULL AS pg_catalog.jsonb))"
+    )
     cron_db.migrate("downgrade", "-1")
     assert jobs_named(cron_db, name) == {name: 0}
 
 
-@pytest.mark.parametrize("left_by", MODES)
-@pytest.mark.parametrize("upgraded_to", MODES)
-def test_what_an_interrupted_install_left_is_rebuilt_by_upgrading_again(db, left_by, upgraded_to):
-    # As if the upgrade died after committing its objects but before its version row.
-    db.migrate("upgrade", "head", x={"summaries": left_by})
+@pytest.mark.parametrize("installed", MODES)
+@pytest.mark.parametrize("requested", MODES)
+def test_an_install_whose_version_row_was_lost_is_kept_in_its_mode(db, installed, requested):
+    """As a restore that brought the objects back but not the version row: upgrading again
+    records the revision and keeps the installed mode, whatever the options ask."""
+    db.migrate("upgrade", "head", x={"summaries": installed})
     db.migrate("stamp", FIRST)
-    notices = db.migrate("upgrade", "head", x={"summaries": upgraded_to})
-    assert "left by an interrupted run" in notices
+    notices = db.migrate("upgrade", "head", x={"summaries": requested})
+    assert f"is installed in {installed} mode: kept as it is" in notices
     assert db.version() == HEAD
+    assert db.mode() == installed
+    if installed != requested:
+        assert f"trace-summaries switch {requested}" in notices
     with db.connect(autocommit=True) as conn:
-        assert modes.installed(conn) == upgraded_to
-        triggers = list(CAPTURE_TRIGGERS.values())
-        everything = (4, 4, 6) if upgraded_to == "incremental" else (1, 0, 0)
+        triggers = [*CAPTURE_TRIGGERS.values(), *CAPTURE_ROW_TRIGGERS.values()]
+        everything = EVERYTHING if installed == "incremental" else (1, 0, 1)
         assert conn.execute(LEFTOVERS, {"triggers": triggers}).fetchone() == everything
         conn.execute(traces_sql("after", 3))
-        if upgraded_to == "incremental":
+        if installed == "incremental":
             refresh(conn)
             assert_exact(conn)
-        else:
-            conn.execute(f"REFRESH MATERIALIZED VIEW {SUMMARIES}")
-            assert conn.execute(f"SELECT count(*) FROM {SUMMARIES}").fetchone() == (3,)
+
+
+def test_an_install_left_incomplete_is_removed_and_built_again(db):
+    """An incremental install missing part of its objects (damaged by hand, or left by an
+    older release) is not kept: it is removed, and the requested mode built again."""
+    install(db)
+    db.execute(f"DROP FUNCTION {incremental.APPLY.name}(timestamptz, timestamptz)")
+    db.migrate("stamp", FIRST)
+    notices = db.migrate("upgrade", "head", x={"summaries": "incremental"})
+    assert "left incomplete by an interrupted run: removing it to build it again" in notices
+    assert db.mode() == "incremental"
+    with db.connect(autocommit=True) as conn:
+        triggers = [*CAPTURE_TRIGGERS.values(), *CAPTURE_ROW_TRIGGERS.values()]
+        assert conn.execute(LEFTOVERS, {"triggers": triggers}).fetchone() == EVERYTHING
+        conn.execute(traces_sql("after", 3))
+        refresh(conn)
+        assert_exact(conn)

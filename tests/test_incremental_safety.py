@@ -30,7 +30,6 @@ from cnpg_trace_summaries.contract import (
     TRACES_TABLE,
     lock_key_sql,
 )
-from cnpg_trace_summaries.incremental_mode import STAGING_TABLE
 from tests.support.commands import assert_one_clear_line, switch
 from tests.support.cron import jobs_named
 from tests.support.data import Ingest

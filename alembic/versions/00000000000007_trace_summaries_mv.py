@@ -113,7 +113,9 @@ def upgrade() -> None:
         if api.option("require_refresh") == "yes":
             if installing and BUILD[mode] is not None:  # committed by the build: remove it again
                 api.autocommit(UNINSTALL)
-            raise api.MigrationError(f"{error} (require_refresh=yes: nothing was changed)") from None
+            raise api.MigrationError(
+                f"{error} (require_refresh=yes: nothing was changed)"
+            ) from None
         api.log.warning(
             "NOTICE: %s. Until then automatic refresh of otel_trace_summaries is OFF and manual "
             "refresh is required: trace-summaries refresh --every %s",
@@ -143,7 +145,9 @@ def downgrade() -> None:
 # -- frozen SQL: rendered by `python -m cnpg_trace_summaries.dev.freeze`; never edit --
 PREPARE = r"""DO $in_schema$
 DECLARE
-    target constant pg_catalog.text := pg_catalog.current_schema();
+    target constant pg_catalog.text := coalesce(
+        NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
+        pg_catalog.current_schema());
     saved constant pg_catalog.text := pg_catalog.current_setting('search_path');
 BEGIN
     IF target IS NULL THEN
@@ -261,7 +265,9 @@ $in_schema$"""
 
 DECIDE = r"""DO $in_schema$
 DECLARE
-    target constant pg_catalog.text := pg_catalog.current_schema();
+    target constant pg_catalog.text := coalesce(
+        NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
+        pg_catalog.current_schema());
     saved constant pg_catalog.text := pg_catalog.current_setting('search_path');
 BEGIN
     IF target IS NULL THEN
@@ -281,7 +287,9 @@ INSTALL = {
     'view': (
         r"""DO $in_schema$
 DECLARE
-    target constant pg_catalog.text := pg_catalog.current_schema();
+    target constant pg_catalog.text := coalesce(
+        NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
+        pg_catalog.current_schema());
     saved constant pg_catalog.text := pg_catalog.current_setting('search_path');
 BEGIN
     IF target IS NULL THEN
@@ -376,7 +384,9 @@ END
 $in_schema$""",
         r"""DO $in_schema$
 DECLARE
-    target constant pg_catalog.text := pg_catalog.current_schema();
+    target constant pg_catalog.text := coalesce(
+        NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
+        pg_catalog.current_schema());
     saved constant pg_catalog.text := pg_catalog.current_setting('search_path');
 BEGIN
     IF target IS NULL THEN
@@ -397,7 +407,9 @@ END
 $in_schema$""",
         r"""DO $in_schema$
 DECLARE
-    target constant pg_catalog.text := pg_catalog.current_schema();
+    target constant pg_catalog.text := coalesce(
+        NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
+        pg_catalog.current_schema());
     saved constant pg_catalog.text := pg_catalog.current_setting('search_path');
 BEGIN
     IF target IS NULL THEN
@@ -501,7 +513,9 @@ END
 $in_schema$""",
         r"""DO $in_schema$
 DECLARE
-    target constant pg_catalog.text := pg_catalog.current_schema();
+    target constant pg_catalog.text := coalesce(
+        NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
+        pg_catalog.current_schema());
     saved constant pg_catalog.text := pg_catalog.current_setting('search_path');
 BEGIN
     IF target IS NULL THEN
@@ -524,7 +538,9 @@ $in_schema$""",
     'incremental': (
         r"""DO $in_schema$
 DECLARE
-    target constant pg_catalog.text := pg_catalog.current_schema();
+    target constant pg_catalog.text := coalesce(
+        NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
+        pg_catalog.current_schema());
     saved constant pg_catalog.text := pg_catalog.current_setting('search_path');
 BEGIN
     IF target IS NULL THEN
@@ -599,7 +615,9 @@ END
 $in_schema$""",
         r"""DO $in_schema$
 DECLARE
-    target constant pg_catalog.text := pg_catalog.current_schema();
+    target constant pg_catalog.text := coalesce(
+        NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
+        pg_catalog.current_schema());
     saved constant pg_catalog.text := pg_catalog.current_setting('search_path');
 BEGIN
     IF target IS NULL THEN
@@ -620,7 +638,9 @@ END
 $in_schema$""",
         r"""DO $in_schema$
 DECLARE
-    target constant pg_catalog.text := pg_catalog.current_schema();
+    target constant pg_catalog.text := coalesce(
+        NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
+        pg_catalog.current_schema());
     saved constant pg_catalog.text := pg_catalog.current_setting('search_path');
 BEGIN
     IF target IS NULL THEN
@@ -1192,7 +1212,9 @@ END
 $in_schema$""",
         r"""DO $in_schema$
 DECLARE
-    target constant pg_catalog.text := pg_catalog.current_schema();
+    target constant pg_catalog.text := coalesce(
+        NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
+        pg_catalog.current_schema());
     saved constant pg_catalog.text := pg_catalog.current_setting('search_path');
 BEGIN
     IF target IS NULL THEN
@@ -1241,7 +1263,9 @@ END
 $in_schema$""",
         r"""DO $in_schema$
 DECLARE
-    target constant pg_catalog.text := pg_catalog.current_schema();
+    target constant pg_catalog.text := coalesce(
+        NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
+        pg_catalog.current_schema());
     saved constant pg_catalog.text := pg_catalog.current_setting('search_path');
 BEGIN
     IF target IS NULL THEN
@@ -1345,7 +1369,9 @@ END
 $in_schema$""",
         r"""DO $in_schema$
 DECLARE
-    target constant pg_catalog.text := pg_catalog.current_schema();
+    target constant pg_catalog.text := coalesce(
+        NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
+        pg_catalog.current_schema());
     saved constant pg_catalog.text := pg_catalog.current_setting('search_path');
 BEGIN
     IF target IS NULL THEN
@@ -1371,7 +1397,9 @@ BUILD = {
     'view': None,
     'incremental': r"""DO $in_schema$
 DECLARE
-    target constant pg_catalog.text := pg_catalog.current_schema();
+    target constant pg_catalog.text := coalesce(
+        NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
+        pg_catalog.current_schema());
     saved constant pg_catalog.text := pg_catalog.current_setting('search_path');
 BEGIN
     IF target IS NULL THEN
@@ -1382,6 +1410,9 @@ BEGIN
     DECLARE
         outcome pg_catalog.jsonb;
     BEGIN
+        IF NOT to_regprocedure(format('%I.%I(boolean, jsonb)', target, 'otel_trace_summaries_refresh')) IS NOT NULL THEN
+            EXIT work;  -- another mode is installed (and kept)
+        END IF;
         PERFORM set_config('search_path', quote_ident(target), true);
         CALL otel_trace_summaries_refresh(false, outcome);
     END;
@@ -1392,7 +1423,9 @@ $in_schema$""",
 
 GRANT_READER = r"""DO $in_schema$
 DECLARE
-    target constant pg_catalog.text := pg_catalog.current_schema();
+    target constant pg_catalog.text := coalesce(
+        NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
+        pg_catalog.current_schema());
     saved constant pg_catalog.text := pg_catalog.current_setting('search_path');
 BEGIN
     IF target IS NULL THEN
@@ -1411,7 +1444,9 @@ $in_schema$"""
 
 SCHEDULE_HERE = r"""DO $in_schema$
 DECLARE
-    target constant pg_catalog.text := pg_catalog.current_schema();
+    target constant pg_catalog.text := coalesce(
+        NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
+        pg_catalog.current_schema());
     saved constant pg_catalog.text := pg_catalog.current_setting('search_path');
 BEGIN
     IF target IS NULL THEN
@@ -1478,7 +1513,7 @@ FROM (SELECT 'otel_trace_summaries:' || current_database() || '.' || target AS r
         END IF;
 
         IF has_extension AND refresh_interval ~ 's$'
-           AND NOT (SELECT CAST(string_to_array(extversion, '.') AS int[]) >= ARRAY[1, 5] FROM pg_extension WHERE extname = 'pg_cron') THEN
+           AND NOT (SELECT CAST(string_to_array(substring(extversion FROM '^[0-9]+(?:[.][0-9]+)*'), '.') AS int[]) >= ARRAY[1, 5] FROM pg_extension WHERE extname = 'pg_cron') THEN
             RAISE EXCEPTION 'pg_cron % in database % schedules whole minutes only: refresh_interval=% needs pg_cron 1.5 or later; the nearest it takes is 1min',
                 (SELECT extversion FROM pg_extension WHERE extname = 'pg_cron'), current_database(), refresh_interval;
         END IF;
@@ -1554,7 +1589,9 @@ FROM (SELECT obj_description(c.oid, 'pg_class') AS comment
 
 UNINSTALL = r"""DO $in_schema$
 DECLARE
-    target constant pg_catalog.text := pg_catalog.current_schema();
+    target constant pg_catalog.text := coalesce(
+        NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
+        pg_catalog.current_schema());
     saved constant pg_catalog.text := pg_catalog.current_setting('search_path');
 BEGIN
     IF target IS NULL THEN
@@ -1649,7 +1686,9 @@ $in_schema$"""
 
 UNSCHEDULE_HERE = r"""DO $in_schema$
 DECLARE
-    target constant pg_catalog.text := pg_catalog.current_schema();
+    target constant pg_catalog.text := coalesce(
+        NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
+        pg_catalog.current_schema());
     saved constant pg_catalog.text := pg_catalog.current_setting('search_path');
 BEGIN
     IF target IS NULL THEN

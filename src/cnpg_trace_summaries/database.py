@@ -2,29 +2,49 @@
 
 Used by alembic/env.py and by the console command, so that both read
 ``DATABASE_URL`` the same way and fail with the same one-line messages.
+
+Neither shows a secret of the URL: normalize_url() remembers every secret in it
+(url_secrets(): the passwords as typed and as SQLAlchemy and libpq read them,
+and the pieces of one that holds an unencoded '@', which they take for the host),
+and redact() hides them in any text shown, libpq's and the server's messages too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from urllib.parse import quote, unquote, unquote_plus
 
 import psycopg
-from sqlalchemy import URL, Connection, exc, make_url
-
-from cnpg_trace_summaries.sql.render import PINNED_PATH, VALUE_PREFIX, for_schema
+from psycopg.conninfo import conninfo_to_dict
+from sqlalchemy import URL, exc, make_url
 
 NOTICE_LOG = logging.getLogger("cnpg_trace_summaries.notices")
 
 # Schemes people paste: Heroku-style postgres://, libpq's postgresql://, and
 # SQLAlchemy's explicit postgresql+psycopg://. All end up on psycopg 3.
 _ACCEPTED_SCHEMES = ("postgres", "postgresql", "postgresql+psycopg")
+
+# The query parameters libpq takes a secret in (besides the user-info's password).
+SECRET_PARAMETERS = ("password", "sslpassword")
+HIDDEN = "***"
+# Where URL parsers cut a URL. A secret typed with an unencoded '@' is cut there, and what
+# follows lands in the host (and port, database, query), which error messages repeat.
+_DELIMITERS = re.compile(r"[@:/?#&=]")
+# Where a URL's query starts: at a '?' followed by a parameter (a password may hold a '?').
+_QUERY_START = re.compile(r"\?(?=[A-Za-z_]+=)")
+_SECRET_IN_QUERY = re.compile(r"[?&](?:ssl)?password=([^&]*)", re.IGNORECASE)
+# A secret shorter than this is hidden only where it stands alone, not inside a longer word:
+# libpq reads "p" as the password of postgresql://app:p@ss@w0rd@host, and hiding every "p"
+# would leave nothing to read.
+_SHORTEST_HIDDEN_ANYWHERE = 3
+# The secrets of every database URL this process has read (normalize_url): redact() hides them.
+_SECRETS: set[str] = set()
 
 
 class ConfigError(Exception):
@@ -36,29 +56,128 @@ class MigrationError(Exception):
 
 
 def normalize_url(raw: str) -> URL:
-    """Parse a libpq-style or SQLAlchemy-style URL and pin the psycopg 3 driver."""
+    """Parse a libpq-style or SQLAlchemy-style URL and pin the psycopg 3 driver.
+
+    Its secrets are remembered first, for redact() to hide from then on.
+    """
     value = raw.strip()
+    _SECRETS.update(url_secrets(value))
     scheme, sep, _ = value.partition("://")
     if not sep or scheme not in _ACCEPTED_SCHEMES:
         raise ConfigError(
             "DATABASE_URL must look like postgresql://USER:PASSWORD@HOST:PORT/DBNAME "
-            f"(postgres:// and postgresql+psycopg:// work too); got {_redact(value)!r}"
+            f"(postgres:// and postgresql+psycopg:// work too); got {redact(value)!r}"
         )
     try:
-        url = make_url("postgresql+psycopg://" + value.partition("://")[2])
-        url.port  # noqa: B018  -- some SQLAlchemy versions parse the port lazily; force it now
+        url = _parse(value)
     except ValueError:
         raise ConfigError(
-            f"DATABASE_URL is malformed: its port is not a number: {_redact(value)!r}"
+            f"DATABASE_URL is malformed: its port is not a number: {redact(value)!r}"
         ) from None
     except exc.ArgumentError as error:
-        raise ConfigError(f"DATABASE_URL is malformed ({error}): {_redact(value)!r}") from None
+        reason = redact(" ".join(str(error).split()))
+        raise ConfigError(f"DATABASE_URL is malformed ({reason}): {redact(value)!r}") from None
     return url
 
 
+def _parse(value: str) -> URL:
+    url = make_url("postgresql+psycopg://" + value.partition("://")[2])
+    url.port  # noqa: B018  -- some SQLAlchemy versions parse the port lazily; force it now
+    return url
+
+
+def libpq_conninfo(url: URL) -> str:
+    """``url`` as libpq takes it (a postgresql:// URL, with its password)."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def safe_url(url: URL) -> str:
-    """``url`` to show a person: no password, in the user part or in the query."""
-    return _redact(url.render_as_string(hide_password=True))
+    """``url`` to show a person: its password and every other secret hidden."""
+    hidden = {name: HIDDEN for name in SECRET_PARAMETERS if name in url.query}
+    shown = url.update_query_dict(hidden).render_as_string(hide_password=True)
+    return redact(shown.replace(quote(HIDDEN, safe=""), HIDDEN))
+
+
+def url_secrets(raw: str) -> set[str]:
+    """Every secret in the database URL ``raw``, by every reading of it that matters.
+
+    * As typed: the password of the user-info, up to the last '@' before the host (what the
+      person meant), and every ``password=`` and ``sslpassword=`` of the query; each also
+      percent-decoded (as libpq decodes it, and with '+' as a space, as SQLAlchemy does).
+    * As read: the password and sslpassword that SQLAlchemy reads (the commands connect with
+      its reading), that libpq reads in the conninfo made from it, and in ``raw`` itself.
+    * A secret typed with an unencoded '@' is cut there by those parsers, which take the rest
+      for the host (or port, database, query): every run of its pieces between the characters
+      a URL parser cuts at is a secret too.
+    """
+    value = raw.strip()
+    _, sep, after = value.partition("://")
+    rest = after if sep else value
+    query = _QUERY_START.search(rest)
+    userinfo = rest[: query.start() if query else len(rest)].rpartition("@")[0]
+    typed = [userinfo.partition(":")[2]] if ":" in userinfo else []
+    typed += _SECRET_IN_QUERY.findall(rest)
+    found: set[str] = set()
+    for secret in typed:
+        forms = {secret, unquote(secret), unquote_plus(secret)}
+        found |= forms
+        if "@" in secret:
+            found.update(run for form in forms for run in _runs_of_pieces(form))
+    found |= _parsed_secrets("postgresql://" + rest)
+    return {secret for secret in found if secret}
+
+
+def _runs_of_pieces(secret: str) -> set[str]:
+    """Every part of ``secret`` that starts and ends where a URL parser may cut it."""
+    cuts = [match.start() for match in _DELIMITERS.finditer(secret)]
+    starts = [0, *(cut + 1 for cut in cuts)]
+    ends = [*cuts, len(secret)]
+    return {secret[start:end] for start in starts for end in ends if end > start}
+
+
+def _parsed_secrets(libpq_url: str) -> set[str]:
+    """The secrets SQLAlchemy reads in ``libpq_url``, and libpq in it and in SQLAlchemy's URL."""
+    values: list[object] = []
+    conninfos = [libpq_url]
+    with contextlib.suppress(ValueError, exc.ArgumentError):
+        url = _parse(libpq_url)
+        values += [url.password, *(url.query.get(name) for name in SECRET_PARAMETERS)]
+        conninfos.append(libpq_conninfo(url))
+    for conninfo in conninfos:
+        with contextlib.suppress(psycopg.Error):
+            params = conninfo_to_dict(conninfo)
+            values += [params.get(name) for name in SECRET_PARAMETERS]
+    found: set[str] = set()
+    for value in values:
+        found.update([value] if isinstance(value, str) else value or ())
+    return found
+
+
+def redact(text: str) -> str:
+    """``text`` with every secret of the database URLs read (normalize_url) hidden."""
+    return mask(text, _SECRETS)
+
+
+def mask(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with each run of characters that belong to one of ``secrets`` shown as ***."""
+    hidden = [False] * len(text)
+    for secret in secrets:
+        start = text.find(secret) if secret else -1
+        while start != -1:
+            end = start + len(secret)
+            if len(secret) >= _SHORTEST_HIDDEN_ANYWHERE or _stands_alone(text, start, end):
+                hidden[start:end] = [True] * len(secret)
+            start = text.find(secret, start + 1)
+    return "".join(
+        HIDDEN if hide else "".join(char for char, _ in run)
+        for hide, run in itertools.groupby(zip(text, hidden, strict=True), key=lambda c: c[1])
+    )
+
+
+def _stands_alone(text: str, start: int, end: int) -> bool:
+    return not (start > 0 and text[start - 1].isalnum()) and not (
+        end < len(text) and text[end].isalnum()
+    )
 
 
 def resolve_database_url(
@@ -90,7 +209,7 @@ def resolve_database_url(
                 "DATABASE_URL is not set and the local cluster of `make run` is stopped; "
                 "start it with `make run` (or `trace-summaries local start`), or set DATABASE_URL"
             )
-        return make_url(local.url())
+        return normalize_url(local.url())
     if not require_reachable_local:
         return make_url("postgresql+psycopg://")
     raise ConfigError(
@@ -106,81 +225,26 @@ def in_checkout() -> bool:
     )
 
 
-# -- a place to work: a connection and the schema of the summaries ------------------------
-@dataclass
-class Place:
-    """A live connection and the schema whose summaries it works on.
-
-    Every statement is a template over ``@schema@`` (:mod:`.sql.render`), run
-    with the path pinned to ``pg_catalog, pg_temp``, so that nothing resolves
-    through a schema another role may write to.
-    """
-
-    conn: psycopg.Connection
-    schema: str
-
-    def sql(self, template: str, *, parameters: bool = False) -> str:
-        return for_schema(template, self.schema, parameters=parameters)
-
-    def execute(self, template: str, params: Any = None) -> psycopg.Cursor:
-        return self.conn.execute(self.sql(template, parameters=params is not None), params)
-
-    def one(self, template: str, params: Any = None) -> Any:
-        row = self.execute(template, params).fetchone()
-        return None if row is None else row[0]
-
-
-def schema_of(conn: psycopg.Connection) -> str:
-    """The schema a session works in: the first schema on its search_path that exists."""
-    schema = conn.execute("SELECT pg_catalog.current_schema()").fetchone()[0]
-    if schema is None:
-        path = conn.execute("SELECT pg_catalog.current_setting('search_path')").fetchone()[0]
-        raise ConfigError(f"no schema on search_path ({path}) exists in this database")
-    return schema
-
-
-# The path pinned, and the schema named for the project's DO blocks (:func:`.sql.render.do_block`).
-PIN_SQL = (
-    f"SELECT pg_catalog.set_config('search_path', '{PINNED_PATH}', false), "
-    f"pg_catalog.set_config('{VALUE_PREFIX}schema', %s, false)"
-)
-UNPIN_SQL = (
-    "SELECT pg_catalog.set_config('search_path', %s, false), "
-    f"pg_catalog.set_config('{VALUE_PREFIX}schema', '', false)"
-)
-
-
-def place(conn: psycopg.Connection) -> Place:
-    """``conn``'s schema, then its path pinned for the rest of the session."""
-    schema = schema_of(conn)
-    conn.execute(PIN_SQL, (schema,))
-    return Place(conn, schema)
-
-
-@contextlib.contextmanager
-def pinned(conn: psycopg.Connection) -> Iterator[Place]:
-    """``conn`` (a migration's session, which alembic needs unpinned) pinned for the block."""
-    schema = schema_of(conn)
-    saved = conn.execute("SELECT pg_catalog.current_setting('search_path')").fetchone()[0]
-    conn.execute(PIN_SQL, (schema,))
-    try:
-        yield Place(conn, schema)
-    finally:
-        if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
-            conn.execute(UNPIN_SQL, (saved,))
+def connection_failure(safe_url: str, error: Exception) -> str:
+    """The line for a connection that failed: to where, and why in libpq's words, secrets hidden."""
+    reason = " ".join(str(error).split()).removeprefix("connection failed: ")
+    return redact(f"cannot connect to {safe_url}: {reason}")
 
 
 def describe_database_error(error: exc.DBAPIError, safe_url: str) -> str:
-    """One line a person can act on, from a SQLAlchemy-wrapped psycopg error."""
+    """One line a person can act on, from a SQLAlchemy-wrapped psycopg error; secrets hidden."""
+    return redact(_describe_database_error(error, safe_url))
+
+
+def _describe_database_error(error: exc.DBAPIError, safe_url: str) -> str:
     orig = error.orig
     diag = getattr(orig, "diag", None)
     primary = getattr(diag, "message_primary", None)
-    reason = " ".join(str(orig).split())
     if error.statement is None or (primary is None and error.connection_invalidated):
         # Failed to connect (host down, wrong password, unknown database...).
-        return f"cannot connect to {safe_url}: {reason.removeprefix('connection failed: ')}"
+        return connection_failure(safe_url, orig)
     if primary is None:
-        return f"migration failed on {safe_url}: {reason}"
+        return f"migration failed on {safe_url}: {' '.join(str(orig).split())}"
     line = f"migration failed on {safe_url}: {primary} (SQLSTATE {orig.sqlstate})"
     if diag.message_hint:
         line += f"; hint: {' '.join(diag.message_hint.split())}"
@@ -194,7 +258,7 @@ def describe_database_error(error: exc.DBAPIError, safe_url: str) -> str:
 
 
 @contextlib.contextmanager
-def install_notice_logger(connection: Connection) -> Iterator[None]:
+def install_notice_logger(driver_connection: psycopg.Connection) -> Iterator[None]:
     """Log every server NOTICE/WARNING that arrives on ``connection``.
 
     psycopg drops notices unless a handler is registered; the migrations use
@@ -202,7 +266,6 @@ def install_notice_logger(connection: Connection) -> Iterator[None]:
     A NOTICE with a SQLSTATE of class 01 ("warning"), which the revisions give
     to "automatic refresh is OFF", is logged at WARNING, like a WARNING.
     """
-    driver_connection = connection.connection.driver_connection
 
     def handler(diagnostic) -> None:
         warns = diagnostic.severity_nonlocalized == "WARNING" or (
@@ -212,16 +275,10 @@ def install_notice_logger(connection: Connection) -> Iterator[None]:
         message = diagnostic.message_primary or ""
         if diagnostic.message_hint:
             message += f" (hint: {diagnostic.message_hint})"
-        NOTICE_LOG.log(level, "%s: %s", diagnostic.severity_nonlocalized, message)
+        NOTICE_LOG.log(level, "%s: %s", diagnostic.severity_nonlocalized, redact(message))
 
     driver_connection.add_notice_handler(handler)
     try:
         yield
     finally:
         driver_connection.remove_notice_handler(handler)
-
-
-def _redact(value: str) -> str:
-    """Hide a password in a URL-ish string before it is echoed back."""
-    value = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", value)
-    return re.sub(r"([?&]password=)[^&]*", r"\1***", value)

@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 
 from cnpg_trace_summaries import modes, pgcron
 from cnpg_trace_summaries.contract import SUMMARIES, TRACES_TABLE, VERSION_TABLE
-from cnpg_trace_summaries.database import Place
+from cnpg_trace_summaries.place import Place
 from cnpg_trace_summaries.sql import incremental, lifecycle, metrics
 from cnpg_trace_summaries.sql.render import SCHEMA_LITERAL
 from cnpg_trace_summaries.summaries import broken_triggers
@@ -133,7 +133,8 @@ def _problems(place: Place, report: Health) -> list[str]:
             f"the refresh lock is held by pid {holder['pid']} (user {holder['user']}, "
             f"application_name {holder['application_name'] or 'none'}, "
             f"{holder['state'] or 'state hidden'} since {holder['since']}), which is not "
-            f"refreshing: no refresh runs until it ends (SELECT pg_terminate_backend({holder['pid']}))"
+            "refreshing: no refresh runs until it ends "
+            f"(SELECT pg_terminate_backend({holder['pid']}))"
         )
     if report.mode == "incremental":
         problems += _incremental_problems(place, m, stale_after)
@@ -202,7 +203,7 @@ def _cron_problems(report: Health, stale_after: float) -> list[str]:
     cron, row = report.cron, report.cron_metrics
     if cron.missing:
         return [
-            f'pg_cron is in database {cron.location.database}, but the job '
+            f"pg_cron is in database {cron.location.database}, but the job "
             f'"{cron.location.facts["job_name"]}" is missing: run `trace-summaries repair` '
             "to schedule it again"
         ]

@@ -27,8 +27,9 @@ import psycopg
 
 from cnpg_trace_summaries import modes, options, pgcron
 from cnpg_trace_summaries.contract import MIGRATION_LOCK_CLASS, PROJECT, SUMMARIES, lock_key_sql
-from cnpg_trace_summaries.database import MigrationError, Place, pinned
+from cnpg_trace_summaries.database import MigrationError
 from cnpg_trace_summaries.interval import parse as parse_interval
+from cnpg_trace_summaries.place import Place, pinned
 
 APPLICATION_NAME = f"{PROJECT} migration"
 WAITING_APPLICATION_NAME = f"{APPLICATION_NAME}: waiting for the migration lock"
@@ -146,7 +147,9 @@ def warnings(conn: psycopg.Connection, explicit: set[str], given: dict[str, str]
                 found
                 and "refresh_interval" in explicit
                 and interval_mismatch(found, given["refresh_interval"]),
-                found and given.get("reader_role") and reader_role_warning(place, given["reader_role"]),
+                found
+                and given.get("reader_role")
+                and reader_role_warning(place, given["reader_role"]),
                 found and job_missing_warning(place, given.get("cron_database", "")),
             ]
     finally:

@@ -17,8 +17,9 @@ import sqlalchemy as sa
 from alembic import context, op
 
 from cnpg_trace_summaries import options, pgcron
-from cnpg_trace_summaries.database import MigrationError, Place, pinned
+from cnpg_trace_summaries.database import MigrationError
 from cnpg_trace_summaries.interval import parse as parse_interval
+from cnpg_trace_summaries.place import Place, pinned
 from cnpg_trace_summaries.sql.render import set_values
 
 __all__ = ["MigrationError", "log"]
@@ -80,7 +81,9 @@ def check_refresher(location: pgcron.Location | None) -> None:
             f"{location.how}; nothing was changed"
         )
     with place() as here:
-        refused = pgcron.interval_refused(here, location, parse_interval(option("refresh_interval")))
+        refused = pgcron.interval_refused(
+            here, location, parse_interval(option("refresh_interval"))
+        )
     if refused:
         raise MigrationError(f"{refused}; nothing was changed")
 

@@ -76,6 +76,7 @@ def install_statements(mode: Mode) -> list[str]:
     beside it, and what every mode has (the metrics function)."""
     return [*mode.create(SUMMARIES, ""), *mode.create_machinery(), *metrics.CREATE]
 
+
 RECORD_SQL = f"""
 SELECT obj_description(c.oid, 'pg_class'), c.relkind
 FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace

@@ -35,7 +35,7 @@ from psycopg import conninfo, sql
 from psycopg.rows import dict_row
 
 from cnpg_trace_summaries.contract import DEFAULT_CRON_DATABASE, job_name_sql
-from cnpg_trace_summaries.database import Place
+from cnpg_trace_summaries.place import Place
 from cnpg_trace_summaries.sql import cron as cron_sql
 from cnpg_trace_summaries.sql.render import PINNED_PATH, SCHEMA_LITERAL, set_values
 
@@ -193,7 +193,9 @@ def schedule_elsewhere(place: Place, location: Location, job: Job) -> str:
     administrator needs when this role may not.
     """
     if job.command is None:
-        raise CronError("otel_trace_summaries has no record of its mode: run trace-summaries repair")
+        raise CronError(
+            "otel_trace_summaries has no record of its mode: run trace-summaries repair"
+        )
     try:
         with connect_to(place.conn, location.database, autocommit=True) as cron:
             cron.execute(schedule_statement(job))

@@ -34,8 +34,8 @@ from cnpg_trace_summaries.contract import (
     TRACES_TABLE,
     VERSION_TABLE,
 )
-from cnpg_trace_summaries.database import Place
 from cnpg_trace_summaries.interval import DEFAULT as DEFAULT_INTERVAL
+from cnpg_trace_summaries.place import Place
 from cnpg_trace_summaries.sql import common, incremental, metrics
 from cnpg_trace_summaries.sql.render import SCHEMA, SCHEMA_LITERAL, set_values
 from cnpg_trace_summaries.summaries import CHILDREN_SQL
@@ -59,9 +59,12 @@ WHERE n.nspname = {SCHEMA_LITERAL} AND c.relname = '{SUMMARIES}'
 """
 TRIGGER_STATE_SQL = f"""
 SELECT CAST(tgenabled AS text) FROM pg_trigger
-WHERE tgrelid = CAST(format('%%I.%%I', {SCHEMA_LITERAL}, '{TRACES_TABLE}') AS regclass) AND tgname = %s
+WHERE tgrelid = CAST(format('%%I.%%I', {SCHEMA_LITERAL}, '{TRACES_TABLE}') AS regclass)
+  AND tgname = %s
 """
-PUBLIC_MAY_EXECUTE_SQL = "SELECT has_function_privilege('public', CAST(%s AS regprocedure), 'EXECUTE')"
+PUBLIC_MAY_EXECUTE_SQL = (
+    "SELECT has_function_privilege('public', CAST(%s AS regprocedure), 'EXECUTE')"
+)
 MONITOR_MAY_EXECUTE_SQL = f"""
 SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{metrics.MONITOR_ROLE}')
     OR has_function_privilege('{metrics.MONITOR_ROLE}', CAST(%s AS regprocedure), 'EXECUTE')

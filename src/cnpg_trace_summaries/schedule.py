@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from cnpg_trace_summaries import interval as intervals
 from cnpg_trace_summaries import modes, pgcron, summaries
-from cnpg_trace_summaries.database import Place
+from cnpg_trace_summaries.place import Place
 from cnpg_trace_summaries.sql.common import record
 from cnpg_trace_summaries.sql.render import set_values
 

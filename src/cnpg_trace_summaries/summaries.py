@@ -24,7 +24,7 @@ from cnpg_trace_summaries.contract import (
     TRACES_TABLE,
     lock_key_sql,
 )
-from cnpg_trace_summaries.database import Place
+from cnpg_trace_summaries.place import Place
 from cnpg_trace_summaries.sql import incremental
 from cnpg_trace_summaries.sql.render import SCHEMA, SCHEMA_LITERAL
 from cnpg_trace_summaries.sql.summary import COLUMN_LIST, window_query
@@ -138,7 +138,9 @@ SELECT window_boundary, rebuild_requested, children FROM {SCHEMA}.{STATE_TABLE}
 """
 CHILDREN_SQL = f"SELECT {SCHEMA}.{CHILDREN_FUNCTION}(%s, %s)"
 REGCLASS_SQL = "SELECT CAST(CAST(CAST(%s AS bigint) AS oid) AS regclass)::text"
-DETACHED_KEYS_SQL = 'SELECT DISTINCT trace_id FROM ONLY {} WHERE "timestamp" > %s AND trace_id <> %s'
+DETACHED_KEYS_SQL = (
+    'SELECT DISTINCT trace_id FROM ONLY {} WHERE "timestamp" > %s AND trace_id <> %s'
+)
 
 # Capture triggers that are missing, or would not fire where they must.
 BROKEN_TRIGGERS_SQL = f"""

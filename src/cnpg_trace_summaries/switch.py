@@ -26,7 +26,7 @@ from cnpg_trace_summaries.contract import (
     SUMMARIES,
     lock_key_sql,
 )
-from cnpg_trace_summaries.database import Place
+from cnpg_trace_summaries.place import Place
 from cnpg_trace_summaries.sql import cron, lifecycle
 from cnpg_trace_summaries.sql.common import NEXT, NEXT_SUFFIX, rename_indexes
 from cnpg_trace_summaries.sql.render import SCHEMA, SCHEMA_LITERAL, set_values
@@ -41,8 +41,8 @@ SWAP_LOCK_WAIT = "1s"
 # an attempt that times out is rolled back and tried again.
 SWAP_LOCK_TIMEOUT = f"""
 SELECT set_config('lock_timeout',
-    CASE WHEN setting = interval '0' OR setting > interval '{SWAP_LOCK_WAIT}' THEN '{SWAP_LOCK_WAIT}'
-         ELSE current_setting('lock_timeout') END, true)
+    CASE WHEN setting = interval '0' OR setting > interval '{SWAP_LOCK_WAIT}'
+         THEN '{SWAP_LOCK_WAIT}' ELSE current_setting('lock_timeout') END, true)
 FROM (SELECT CAST(current_setting('lock_timeout') AS interval) AS setting) AS current
 """
 REFRESH_LOCK = f"SELECT pg_advisory_xact_lock({lock_key_sql(REFRESH_LOCK_CLASS, SCHEMA_LITERAL)})"
@@ -114,7 +114,9 @@ def switch(
                 place.execute(statement)
         connection.autocommit = True  # the build commits slice by slice, range by range
         try:
-            build = place.execute(REBUILD_NEXT, {"reason": f"switch from {source.name}"}).fetchone()[0]
+            build = place.execute(
+                REBUILD_NEXT, {"reason": f"switch from {source.name}"}
+            ).fetchone()[0]
         finally:
             connection.autocommit = False
     else:

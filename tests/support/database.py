@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from cnpg_trace_summaries import contract
+from cnpg_trace_summaries import contract, modes
 from tests.support.commands import migrate, run_alembic
 from tests.support.servers import fresh_database
 
@@ -72,6 +72,12 @@ class Database:
     def alembic(self, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess:
         """The alembic command line against this database, as a user runs it."""
         return run_alembic(*args, database_url=self.url, check=check, **env)
+
+    def mode(self) -> str | None:
+        """The installed mode, as the summaries' record says (None: not installed)."""
+        with self.connect() as conn:
+            found = modes.installed(conn, self.schema)
+        return None if found is None else found.mode.name
 
     def version(self) -> str | None:
         return self.scalar(

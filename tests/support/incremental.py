@@ -26,7 +26,9 @@ from cnpg_trace_summaries.contract import (
     TRACES_TABLE,
     span_columns_ddl,
 )
-from cnpg_trace_summaries.summary_sql import COLUMN_LIST, window_query
+from cnpg_trace_summaries.place import Place
+from cnpg_trace_summaries.sql.render import for_schema
+from cnpg_trace_summaries.sql.summary import COLUMN_LIST, window_query
 from tests.reference import WINDOW, Span
 from tests.support.spans import SPAN_FIELDS
 
@@ -104,6 +106,7 @@ def differences(conn: psycopg.Connection, boundary: datetime | None = None) -> t
         if boundary is None
         else (window_query("%(boundary)s"), {"boundary": boundary})
     )
+    definition = for_schema(definition, here(conn).schema, parameters=params is not None)
     return conn.execute(
         f"""
         WITH definition AS ({definition}),
@@ -115,6 +118,11 @@ def differences(conn: psycopg.Connection, boundary: datetime | None = None) -> t
         """,
         params,
     ).fetchone()
+
+
+def here(conn: psycopg.Connection) -> Place:
+    """``conn`` as the package's live functions take it: with the schema first on its path."""
+    return Place(conn, conn.execute("SELECT current_schema()").fetchone()[0])
 
 
 def assert_exact(conn: psycopg.Connection) -> None:

@@ -78,9 +78,12 @@ def waiting_migrations(database: Database, count: int) -> None:
     wait_for(
         database,
         "SELECT 1 FROM pg_stat_activity WHERE datname = %(dbname)s "
-        "AND application_name = %(application_name)s AND wait_event = 'advisory' "
-        "HAVING count(*) = %(count)s",
-        {"dbname": database.dbname, "application_name": migrating.APPLICATION_NAME, "count": count},
+        "AND application_name = %(application_name)s HAVING count(*) = %(count)s",
+        {
+            "dbname": database.dbname,
+            "application_name": migrating.WAITING_APPLICATION_NAME,
+            "count": count,
+        },
         what=f"{count} migrations waiting for the migration lock",
     )
 

@@ -15,8 +15,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import psycopg
-
 from cnpg_trace_summaries.contract import (
     SPAN_COLUMNS,
     STATUS_ERROR,
@@ -24,6 +22,8 @@ from cnpg_trace_summaries.contract import (
     STATUS_UNSET,
     TRACES_TABLE,
 )
+from cnpg_trace_summaries.place import Place
+from cnpg_trace_summaries.sql.render import SCHEMA
 
 # OTLP span kinds.
 KIND_INTERNAL, KIND_SERVER, KIND_CLIENT, KIND_PRODUCER, KIND_CONSUMER = 1, 2, 3, 4, 5
@@ -251,7 +251,7 @@ def generate_spans(
 
 
 def load_spans(
-    conn: psycopg.Connection,
+    place: Place,
     spans: Iterator[Span],
     total: int | None = None,
     progress: Callable[[int, int | None], None] | None = None,
@@ -260,7 +260,8 @@ def load_spans(
     """COPY spans into otel_traces; return how many were written."""
     columns = ", ".join(f'"{name}"' for name in SPAN_COLUMNS)
     written = 0
-    with conn.cursor() as cur, cur.copy(f"COPY {TRACES_TABLE} ({columns}) FROM STDIN") as copy:
+    statement = place.sql(f"COPY {SCHEMA}.{TRACES_TABLE} ({columns}) FROM STDIN")
+    with place.conn.cursor() as cur, cur.copy(statement) as copy:
         for span in spans:
             copy.write_row(span.row())
             written += 1

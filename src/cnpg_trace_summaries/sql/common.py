@@ -61,15 +61,11 @@ def create_indexes(relation: str = SUMMARIES, suffix: str = "") -> list[str]:
 
 
 def rename_indexes(suffix: str) -> list[str]:
-    return [
-        f"ALTER INDEX {qualified(name + suffix)} RENAME TO {name}" for name in SUMMARY_INDEXES
-    ]
+    return [f"ALTER INDEX {qualified(name + suffix)} RENAME TO {name}" for name in SUMMARY_INDEXES]
 
 
 # -- the record -------------------------------------------------------------------------
-RECORD_PREFIX = (
-    f"One row per trace over the last {WINDOW} of otel_traces ({CREATED_MARKER}). "
-)
+RECORD_PREFIX = f"One row per trace over the last {WINDOW} of otel_traces ({CREATED_MARKER}). "
 _RECORD = re.compile(
     r"mode=(?P<mode>[a-z_]+); refresh_interval=(?P<interval>[0-9a-z]+); "
     r"installed_at=(?P<installed_at>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)"
@@ -114,6 +110,7 @@ INTERVAL_SECONDS = """(CASE
         WHEN {i} ~ '^[0-9]+min$' THEN CAST(left({i}, -3) AS int) * 60
         WHEN {i} ~ '^[0-9]+h$' THEN CAST(rtrim({i}, 'h') AS int) * 3600
     END)"""
+
 
 def schedule_sql(interval_sql: str) -> str:
     return SCHEDULE.format(i=interval_sql)

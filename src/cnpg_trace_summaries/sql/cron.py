@@ -26,13 +26,17 @@ COMMANDS = {"view": view.JOB_COMMAND, "incremental": incremental.JOB_COMMAND}
 def command_sql(mode_sql: str, schema_sql: str) -> str:
     """SQL: the job command of the mode ``mode_sql`` names, in schema ``schema_sql``."""
     whens = " ".join(
-        f"WHEN '{mode}' THEN {command.format(schema=schema_sql)}" for mode, command in COMMANDS.items()
+        f"WHEN '{mode}' THEN {command.format(schema=schema_sql)}"
+        for mode, command in COMMANDS.items()
     )
     return f"(CASE {mode_sql} {whens} END)"
 
 
-# Whether an installed pg_cron (its extversion) takes schedules in seconds.
-TAKES_SECONDS = "CAST(string_to_array({version}, '.') AS int[]) >= ARRAY[1, 5]"
+# Whether an installed pg_cron (its extversion, like 1.4-1 or 1.6) takes schedules in seconds.
+TAKES_SECONDS = (
+    "CAST(string_to_array(substring({version} FROM '^[0-9]+(?:[.][0-9]+)*'), '.') AS int[])"
+    " >= ARRAY[1, 5]"
+)
 
 
 # The record of the summaries in schema `target` (in a do_block), and what it implies.

@@ -128,16 +128,6 @@ PIN = f"PERFORM set_config('search_path', '{PINNED_PATH}', true);"
 JOB_COMMAND = (
     f"format('CALL %I.{REFRESH_FUNCTION}(false, CAST(NULL AS pg_catalog.jsonb))', {{schema}})"
 )
-# What fills a new install: a full rebuild, committed range by range, so it runs
-# outside a transaction block (alembic's autocommit block, or psql's autocommit).
-# (CALL by name, found through the schema alone, every argument typed: a CALL that
-# commits cannot be dynamic SQL; the procedure pins its own path at once.)
-BUILD = do_block(
-    f"""        PERFORM set_config('search_path', quote_ident(target), true);
-        CALL {REFRESH_FUNCTION}(false, outcome);""",
-    declare="\n        outcome pg_catalog.jsonb;",
-)
-
 # A full rebuild's defaults, unless the state row says otherwise: the spans one
 # slice of the window aggregates, the summary rows one range writes.
 SPANS_PER_REBUILD_SLICE = 1_000_000
@@ -188,9 +178,7 @@ class Routine:
         return f"DROP {self.kind} {self.signature}"
 
     def exists(self, schema: str = "target") -> str:
-        return (
-            f"to_regprocedure(format('%I.%I({self.arguments})', {schema}, '{self.name}')) IS NOT NULL"
-        )
+        return f"to_regprocedure(format('%I.%I({self.arguments})', {schema}, '{self.name}')) IS NOT NULL"
 
 
 @dataclass(frozen=True)
@@ -329,11 +317,15 @@ def procedure(name: str, arguments: str, signature: str, text: str) -> Routine:
     )
 
 
-_BOUNDARY_FROM_STATE = (
-    f"boundary constant timestamptz := coalesce((SELECT window_boundary FROM {STATE}), '-infinity');"
-)
+_BOUNDARY_FROM_STATE = f"boundary constant timestamptz := coalesce((SELECT window_boundary FROM {STATE}), '-infinity');"
 
-CAPTURE = function(CAPTURE_FUNCTION, "", "", "trigger", options="SECURITY DEFINER", text=f"""
+CAPTURE = function(
+    CAPTURE_FUNCTION,
+    "",
+    "",
+    "trigger",
+    options="SECURITY DEFINER",
+    text=f"""
 #variable_conflict use_variable
 DECLARE
     {_BOUNDARY_FROM_STATE}
@@ -352,9 +344,16 @@ BEGIN
     END IF;
     RETURN NULL;
 END
-""")
+""",
+)
 
-CAPTURE_ROW = function(CAPTURE_ROW_FUNCTION, "", "", "trigger", options="SECURITY DEFINER", text=f"""
+CAPTURE_ROW = function(
+    CAPTURE_ROW_FUNCTION,
+    "",
+    "",
+    "trigger",
+    options="SECURITY DEFINER",
+    text=f"""
 #variable_conflict use_variable
 DECLARE
     {_BOUNDARY_FROM_STATE}
@@ -369,20 +368,28 @@ BEGIN
     END IF;
     RETURN NULL;
 END
-""")
+""",
+)
 
 # A TRUNCATE holds ACCESS EXCLUSIVE on otel_traces when this trigger updates
 # the state row. So every transaction that locks the state row and reads
 # otel_traces (the refresh) locks otel_traces first: in the other order, a
 # refresh holding the row and a TRUNCATE holding otel_traces would deadlock.
 # (The parent alone is enough: a TRUNCATE of the parent locks it first.)
-TRUNCATED = function(TRUNCATE_FUNCTION, "", "", "trigger", options="SECURITY DEFINER", text=f"""
+TRUNCATED = function(
+    TRUNCATE_FUNCTION,
+    "",
+    "",
+    "trigger",
+    options="SECURITY DEFINER",
+    text=f"""
 BEGIN
     UPDATE {STATE}
     SET rebuild_requested = 'otel_traces was truncated', rebuild_requested_at = clock_timestamp();
     RETURN NULL;
 END
-""")
+""",
+)
 
 # otel_traces' leaf relations (partitions, TimescaleDB chunks) against the set the
 # state row saw last: {"store": "hypertable" or "plain",
@@ -391,7 +398,7 @@ END
 # gone ones whose spans may be inside the window]}. "upper" is the relation's
 # upper time bound where it has one (a range partition on "timestamp", a chunk).
 CHILDREN = function(CHILDREN_FUNCTION, "jsonb, timestamptz", "previous jsonb, boundary timestamptz",
-                    "jsonb", options="STABLE SECURITY DEFINER", text=f"""
+                    "jsonb", options="STABLE SECURITY DEFINER", text=rf"""
 #variable_conflict use_variable
 DECLARE
     store constant oid := (SELECT c.oid FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
@@ -592,7 +599,8 @@ PRIVILEGE_CHECK = f"""IF NOT ({MAY_REFRESH}) THEN
 # snapshot. Until the last range is committed the state row asks for a full
 # rebuild, so that one interrupted halfway (killed, cancelled, failed) is done
 # again by the next refresh.
-_CLAIM = _protected(f"""-- otel_traces before the state row, as a TRUNCATE takes them
+_CLAIM = _protected(
+    f"""-- otel_traces before the state row, as a TRUNCATE takes them
 LOCK TABLE ONLY {TRACES} IN ACCESS SHARE MODE;
 INSERT INTO {STATE} DEFAULT VALUES ON CONFLICT DO NOTHING;
 SELECT * INTO state FROM {STATE} FOR UPDATE;
@@ -604,7 +612,9 @@ UPDATE {STATE}
 SET window_boundary = boundary, children = children,
     rebuild_requested = coalesce(rebuild_requested,
         format('a full rebuild started at %s has not finished (%s)', started, reason)),
-    rebuild_requested_at = coalesce(rebuild_requested_at, started);""", "    ")
+    rebuild_requested_at = coalesce(rebuild_requested_at, started);""",
+    "    ",
+)
 _SLICE = _protected(
     f"step := {qualified(STAGE_FUNCTION)}(low_time, "
     f"coalesce(state.spans_per_rebuild_slice, {SPANS_PER_REBUILD_SLICE}));"
@@ -613,7 +623,8 @@ _RANGE = _protected(
     f"step := {qualified(RANGE_FUNCTION)}(target, low_id, "
     f"coalesce(state.rows_per_rebuild_range, {ROWS_PER_REBUILD_RANGE}));"
 )
-_FINISH = _protected(f"""TRUNCATE {STAGING};
+_FINISH = _protected(
+    f"""TRUNCATE {STAGING};
 UPDATE {STATE}
 SET rebuild_requested = NULL, rebuild_requested_at = NULL, last_full_refresh_at = clock_timestamp(),
     last_refresh_at = clock_timestamp(), last_refresh_kind = 'full',
@@ -622,7 +633,9 @@ SET rebuild_requested = NULL, rebuild_requested_at = NULL, last_full_refresh_at 
     last_refresh_upserted = CAST(outcome->>'upserted' AS bigint),
     last_refresh_deleted = CAST(outcome->>'deleted' AS bigint),
     skips_since_refresh = 0
-WHERE rebuild_requested_at IS NULL OR rebuild_requested_at <= started;""", "    ")
+WHERE rebuild_requested_at IS NULL OR rebuild_requested_at <= started;""",
+    "    ",
+)
 
 
 def _total(steps: str, key: str) -> str:
@@ -880,3 +893,17 @@ def create_machinery() -> list[str]:
             declare="\n        hypertable pg_catalog.bool := false;",
         ),
     ]
+
+
+# What fills a new install: a full rebuild, committed range by range, so it runs
+# outside a transaction block (alembic's autocommit block, or psql's autocommit).
+# (CALL by name, found through the schema alone, every argument typed: a CALL that
+# commits cannot be dynamic SQL; the procedure pins its own path at once.)
+BUILD = do_block(
+    f"""        IF NOT {REFRESH.exists()} THEN
+            EXIT work;  -- another mode is installed (and kept)
+        END IF;
+        PERFORM set_config('search_path', quote_ident(target), true);
+        CALL {REFRESH_FUNCTION}(false, outcome);""",
+    declare="\n        outcome pg_catalog.jsonb;",
+)

@@ -33,7 +33,6 @@ from cnpg_trace_summaries.sql.common import (
 )
 from cnpg_trace_summaries.sql.render import (
     SCHEMA_LITERAL,
-    body,
     do_block,
     in_schema,
     qualified,
@@ -78,6 +77,7 @@ COLUMNS = (
      "1 when the summaries are stale by the rules of trace-summaries status"),
 )  # fmt: skip
 METRIC_NAMES = tuple(name for name, _, _, _ in COLUMNS)
+
 
 def _capture_check() -> str:
     """SQL: whether every capture trigger the store needs is there and fires (over store, traces)."""

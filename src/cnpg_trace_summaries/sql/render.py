@@ -71,7 +71,7 @@ def do_block(plpgsql: str, declare: str = "") -> str:
     return f"""DO {_BLOCK}
 DECLARE
     target constant pg_catalog.text := coalesce(
-        pg_catalog.nullif(pg_catalog.current_setting('{VALUE_PREFIX}schema', true), ''),
+        NULLIF(pg_catalog.current_setting('{VALUE_PREFIX}schema', true), ''),
         pg_catalog.current_schema());
     saved constant pg_catalog.text := pg_catalog.current_setting('search_path');
 BEGIN
@@ -90,7 +90,9 @@ END
 
 def executes(templates, indent: str = "        ") -> str:
     """PL/pgSQL (in a :func:`do_block`) that runs each template in the schema ``target``."""
-    return "\n".join(f"{indent}EXECUTE format({_format_literal(t.strip())}, target);" for t in templates)
+    return "\n".join(
+        f"{indent}EXECUTE format({_format_literal(t.strip())}, target);" for t in templates
+    )
 
 
 def in_schema(*templates: str) -> str:
