@@ -294,5 +294,5 @@ def test_migrations_wait_at_most_lock_timeout_for_a_busy_table(db: Database):
 
 def test_sql_script_needs_no_database():
     result = run_alembic("upgrade", "head", "--sql", database_url=None)
-    assert "CREATE MATERIALIZED VIEW otel_trace_summaries" in result.stdout
+    assert "CREATE MATERIALIZED VIEW %1$I.otel_trace_summaries" in result.stdout
     assert "SET lock_timeout = '5s';" in result.stdout

@@ -119,7 +119,7 @@ def test_sql_script_applies_with_psql_and_matches_an_online_upgrade(cron_db: Dat
     script = tmp_path / "upgrade.sql"
     offline = run_alembic("upgrade", "head", "--sql", database_url=None)
     script.write_text(offline.stdout)
-    assert "DO $schedule$" in offline.stdout
+    assert "PERFORM cron.schedule(job_name, schedule, refresh)" in offline.stdout
 
     applied = psql(cron_db.url, "-f", str(script))
 

@@ -16,23 +16,21 @@ import threading
 import psycopg
 import pytest
 
-from cnpg_trace_summaries import incremental_mode, modes, summaries, view_mode
-from cnpg_trace_summaries.contract import DEFAULT_CRON_DATABASE, REFRESH_FUNCTION, SUMMARIES
+from cnpg_trace_summaries import summaries
+from cnpg_trace_summaries.contract import DEFAULT_CRON_DATABASE, SUMMARIES
+from cnpg_trace_summaries.sql import incremental, view
+from cnpg_trace_summaries.sql.common import NEXT, NEXT_SUFFIX
+from cnpg_trace_summaries.sql.render import set_values
 from tests.support import ROOT
 from tests.support.commands import environment, switch
-from tests.support.cron import SCHEDULE_GRANTS, job_command, jobs_named
+from tests.support.cron import JOB_COMMANDS, SCHEDULE_GRANTS, job_command, jobs_named
 from tests.support.data import Ingest
 from tests.support.database import Database
-from tests.support.incremental import Reader, compare, differences, refresh, traces_sql
+from tests.support.incremental import Reader, compare, differences, here, refresh, traces_sql
 from tests.support.roles import ROLE_PASSWORD, grant, login_role
 from tests.support.servers import PASSWORD, fresh_database, local_server
 
 SWAPPED = re.compile(r"swapped in (\d+) ms")
-
-
-def installed(database: Database) -> str | None:
-    with database.connect() as conn:
-        return modes.installed(conn)
 
 
 def view_is_its_definition(conn: psycopg.Connection) -> tuple[int, int]:
@@ -73,16 +71,16 @@ def test_switching_both_ways_under_ingest_misses_no_span_and_readers_wait_under_
         ):
             to_incremental = switch(view_db, "incremental")
             assert to_incremental.returncode == 0, to_incremental.stderr
-            assert installed(view_db) == "incremental"
+            assert view_db.mode() == "incremental"
             written = list(ingest.trace_ids)
             refresh(conn)
             assert summarized(conn, written) == set(written)
-            verified = summaries.verify(conn)  # while the ingest goes on
+            verified = summaries.verify(here(conn))  # while the ingest goes on
             assert verified.exact, verified
 
             to_view = switch(view_db, "view")
             assert to_view.returncode == 0, to_view.stderr
-            assert installed(view_db) == "view"
+            assert view_db.mode() == "view"
             written = list(ingest.trace_ids)
             assert view_is_its_definition(conn) == (0, 0)
             assert summarized(conn, written) == set(written)
@@ -134,11 +132,11 @@ def test_the_refresh_job_follows_the_mode(cron_db: Database):
     def command() -> str:
         return job_command(cron_db, name)
 
-    assert command() == f"REFRESH MATERIALIZED VIEW CONCURRENTLY {cron_db.schema}.{SUMMARIES}"
+    assert command() == JOB_COMMANDS["view"].format(schema=cron_db.schema)
     assert switch(cron_db, "incremental").returncode == 0
-    assert command() == f"CALL {cron_db.schema}.{REFRESH_FUNCTION}()"
+    assert command() == JOB_COMMANDS["incremental"].format(schema=cron_db.schema)
     assert switch(cron_db, "view").returncode == 0
-    assert command() == f"REFRESH MATERIALIZED VIEW CONCURRENTLY {cron_db.schema}.{SUMMARIES}"
+    assert command() == JOB_COMMANDS["view"].format(schema=cron_db.schema)
     assert jobs_named(cron_db, name) == {name: 1}
 
 
@@ -158,16 +156,21 @@ def test_switching_to_the_mode_already_installed_changes_nothing_and_says_so(db)
 
 # -- interrupted switches ----------------------------------------------------------------------
 def run_statements(database: Database, statements: list[str]) -> None:
+    """``statements`` (the package's, as a switch runs them) in one transaction."""
+    values = {"refresh_interval": "2min"}
     with database.connect() as conn:
+        conn.execute(set_values(values, "%({})s"), values)
         for statement in statements:
             conn.execute(statement)
         conn.commit()
 
 
+# The capture triggers of a plain otel_traces, statement and row level.
+CAPTURE_TRIGGERS = len(incremental.triggers_for(incremental.PLAIN_STORE))
 # (a relation built beside, the incremental state table, triggers on otel_traces)
 LEFTOVERS = f"""
-SELECT to_regclass('{modes.NEXT}') IS NOT NULL,
-       to_regclass('{incremental_mode.STATE_TABLE}') IS NOT NULL,
+SELECT to_regclass('{NEXT}') IS NOT NULL,
+       to_regclass('{incremental.STATE_TABLE}') IS NOT NULL,
        (SELECT count(*) FROM pg_trigger
         WHERE tgrelid = to_regclass('otel_traces') AND NOT tgisinternal)
 """
@@ -177,7 +180,7 @@ def assert_switching_to_incremental_repairs_it(database: Database) -> None:
     result = switch(database, "incremental")
     assert result.returncode == 0, result.stderr
     with database.connect(autocommit=True) as conn:
-        assert conn.execute(LEFTOVERS).fetchone() == (False, True, 4)
+        assert conn.execute(LEFTOVERS).fetchone() == (False, True, CAPTURE_TRIGGERS)
         outcome = compare(conn, with_rows=False)
         assert outcome.exact, outcome.describe()
 
@@ -187,9 +190,9 @@ def test_a_switch_to_incremental_interrupted_before_the_swap_is_repaired_by_swit
 ):
     # What the first steps of `switch incremental` leave: the machinery, part of the table.
     first_steps = [
-        *incremental_mode.create_machinery(),
-        *incremental_mode.create_summaries(modes.NEXT, modes.NEXT_SUFFIX),
-        f"INSERT INTO {modes.NEXT} (trace_id) VALUES ('half-built')",
+        *incremental.create_machinery(),
+        *incremental.create(NEXT, NEXT_SUFFIX),
+        f"INSERT INTO {NEXT} (trace_id) VALUES ('half-built')",
     ]
     run_statements(view_db, first_steps)
     view_db.execute(traces_sql("after", 5))  # captured by the new triggers, read by nobody
@@ -200,13 +203,12 @@ def test_a_switch_to_incremental_interrupted_before_the_swap_is_repaired_by_swit
 def test_leftovers_of_a_switch_are_removed_by_switching_to_the_installed_mode(view_db):
     run_statements(
         view_db,
-        [*incremental_mode.create_machinery(),
-         *incremental_mode.create_summaries(modes.NEXT, modes.NEXT_SUFFIX)],
+        [*incremental.create_machinery(), *incremental.create(NEXT, NEXT_SUFFIX)],
     )  # fmt: skip
     result = switch(view_db, "view")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == (
-        f"removed what an interrupted switch had left: {modes.NEXT}, the incremental mode's "
+        f"removed what an interrupted switch had left: {NEXT}, the incremental mode's "
         "triggers on otel_traces, functions and tables"
     )
     with view_db.connect(autocommit=True) as conn:
@@ -217,7 +219,7 @@ def test_leftovers_of_a_switch_are_removed_by_switching_to_the_installed_mode(vi
 def test_a_switch_to_view_interrupted_before_the_swap_is_repaired_by_switching_again(view_db):
     assert switch(view_db, "incremental").returncode == 0
     # Built, never swapped:
-    run_statements(view_db, view_mode.install(modes.NEXT, modes.NEXT_SUFFIX))
+    run_statements(view_db, view.create(NEXT, NEXT_SUFFIX))
     result = switch(view_db, "view")
     assert result.returncode == 0, result.stderr
     with view_db.connect(autocommit=True) as conn:
@@ -242,9 +244,9 @@ def test_a_killed_switch_is_repaired_by_switching_again(db):
                 cli.kill()  # while it builds the new table
                 break
         cli.wait()
-    assert installed(db) == "view"
+    assert db.mode() == "view"
     with db.connect(autocommit=True) as conn:
-        assert conn.execute(LEFTOVERS).fetchone()[1:] == (True, 4)  # triggers, no swap
+        assert conn.execute(LEFTOVERS).fetchone()[1:] == (True, CAPTURE_TRIGGERS)  # no swap
 
     assert_switching_to_incremental_repairs_it(db)
 
@@ -278,7 +280,7 @@ def test_in_cnpgs_default_layout_the_job_in_postgres_follows_the_mode(cnpg_app):
     assert command_in_postgres(cluster, app).startswith("REFRESH MATERIALIZED VIEW CONCURRENTLY")
     result = switch(app, "incremental")
     assert result.returncode == 0, result.stderr
-    assert command_in_postgres(cluster, app) == f"CALL public.{REFRESH_FUNCTION}()"
+    assert command_in_postgres(cluster, app) == JOB_COMMANDS["incremental"].format(schema="public")
     assert switch(app, "view").returncode == 0
     assert command_in_postgres(cluster, app).startswith("REFRESH MATERIALIZED VIEW CONCURRENTLY")
 
@@ -296,4 +298,4 @@ def test_a_switch_that_cannot_move_the_job_fails_and_says_the_job_still_runs_the
     assert line.startswith("trace-summaries: switched otel_trace_summaries to incremental mode")
     assert "still runs the view mode's command" in line
     assert "username => " in line  # the statement an administrator can run for the role
-    assert installed(app) == "incremental"
+    assert app.mode() == "incremental"

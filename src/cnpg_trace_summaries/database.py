@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, unquote_plus
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from sqlalchemy import URL, exc, make_url
 
 NOTICE_LOG = logging.getLogger("cnpg_trace_summaries.notices")
@@ -87,8 +87,21 @@ def _parse(value: str) -> URL:
 
 
 def libpq_conninfo(url: URL) -> str:
-    """``url`` as libpq takes it (a postgresql:// URL, with its password)."""
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+    """``url`` as libpq takes it: a conninfo string of key=value pairs, password included.
+
+    (Not a URL rendered again: SQLAlchemy writes a space in a query value as '+', which
+    libpq reads as a plus, and a schema name with a space would be lost.)
+    """
+    params = {
+        "host": url.host,
+        "port": url.port,
+        "user": url.username,
+        "password": url.password,
+        "dbname": url.database,
+    }
+    for key, value in url.query.items():
+        params[key] = value[-1] if isinstance(value, tuple) else value
+    return make_conninfo(**{key: value for key, value in params.items() if value is not None})
 
 
 def safe_url(url: URL) -> str:

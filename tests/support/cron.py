@@ -13,6 +13,13 @@ from tests.support.database import Database
 
 TICK_TIMEOUT_SECONDS = 200
 
+# What each mode's job runs, as deployed jobs hold it (pinned: changing it needs a revision).
+JOB_COMMANDS = {
+    "view": "REFRESH MATERIALIZED VIEW CONCURRENTLY {schema}.otel_trace_summaries",
+    "incremental": "CALL {schema}.otel_trace_summaries_refresh"
+    "(false, CAST(NULL AS pg_catalog.jsonb))",
+}
+
 # What an administrator grants `app` in pg_cron's database (the migration's own advice),
 # with a {} for roles.grant to fill in.
 SCHEDULE_GRANTS = GRANTS_FOR_SCHEDULE_IN_DATABASE.format(role="{}")

@@ -90,6 +90,7 @@ DROP_MACHINERY = do_block(_drop_machinery())
 DROP_NEXT = do_block(_drop_relation(NEXT))
 
 _ANY_MACHINERY = " OR ".join(dict.fromkeys(obj.exists() for obj in incremental.OBJECTS))
+_ANY_LEFT = f"{_ANY_MACHINERY} OR {metrics.METRICS.exists()}"
 _ALL_MACHINERY = " AND ".join(
     dict.fromkeys(obj.exists() for obj in (*incremental.TABLES, *incremental.ROUTINES))
 )
@@ -112,7 +113,7 @@ PREPARE = do_block(
             EXIT work;
         END IF;
         IF existing IS NOT NULL OR to_regclass(format('%I.%I', target, '{NEXT}')) IS NOT NULL
-           OR {_ANY_MACHINERY} THEN
+           OR {_ANY_LEFT} THEN
             RAISE NOTICE 'otel_trace_summaries in schema % was left incomplete by an interrupted run: removing it to build it again',
                 target;
 {_remove()}
