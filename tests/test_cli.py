@@ -56,7 +56,7 @@ def test_demo_command_loads_refreshes_and_prints_the_newest_ten(cron_db: Databas
     payload = json.loads(listed.stdout)
     assert len(payload["newest"]) == 3
     assert payload["refresh_job"]["schedule"] == "*/2 * * * *"
-    assert payload["traces_in_view"] == cron_db.scalar("SELECT count(*) FROM otel_trace_summaries")
+    assert payload["traces"] == cron_db.scalar("SELECT count(*) FROM otel_trace_summaries")
 
 
 @pytest.mark.parametrize("command", ["list", "status", "refresh", "verify"])

@@ -111,7 +111,7 @@ def test_a_reader_role_given_to_a_database_at_head_is_named_in_a_warning(db: Dat
         result = db.alembic("-x", "reader_role=late_reader", "upgrade", "head")
         warning = next(line for line in result.stderr.splitlines() if "late_reader" in line)
         assert warning.startswith("WARNING")
-        assert "GRANT SELECT ON otel_trace_summaries TO late_reader" in warning
+        assert "GRANT SELECT ON public.otel_trace_summaries TO late_reader" in warning
     finally:
         db.migrate("downgrade", "base")
         db.execute("DROP ROLE late_reader")

@@ -143,7 +143,8 @@ def downgrade() -> None:
 
 
 # -- frozen SQL: rendered by `python -m cnpg_trace_summaries.dev.freeze`; never edit --
-PREPARE = r"""DO $in_schema$
+PREPARE = r"""/* cnpg-trace-summaries: check what is installed: keep it, or remove what an interrupted run left */
+DO $in_schema$
 DECLARE
     target constant pg_catalog.text := coalesce(
         NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
@@ -263,7 +264,8 @@ BEGIN
 END
 $in_schema$"""
 
-DECIDE = r"""DO $in_schema$
+DECIDE = r"""/* cnpg-trace-summaries: decide whether this run installs the summaries */
+DO $in_schema$
 DECLARE
     target constant pg_catalog.text := coalesce(
         NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
@@ -285,7 +287,8 @@ $in_schema$"""
 
 INSTALL = {
     'view': (
-        r"""DO $in_schema$
+        r"""/* cnpg-trace-summaries: build the materialized view otel_trace_summaries and its indexes */
+DO $in_schema$
 DECLARE
     target constant pg_catalog.text := coalesce(
         NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
@@ -382,7 +385,8 @@ WITH DATA$template$, target);
     PERFORM pg_catalog.set_config('search_path', saved, true);
 END
 $in_schema$""",
-        r"""DO $in_schema$
+        r"""/* cnpg-trace-summaries: record the install on otel_trace_summaries */
+DO $in_schema$
 DECLARE
     target constant pg_catalog.text := coalesce(
         NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
@@ -405,7 +409,8 @@ BEGIN
     PERFORM pg_catalog.set_config('search_path', saved, true);
 END
 $in_schema$""",
-        r"""DO $in_schema$
+        r"""/* cnpg-trace-summaries: create the metrics function otel_trace_summaries_metrics() */
+DO $in_schema$
 DECLARE
     target constant pg_catalog.text := coalesce(
         NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
@@ -511,7 +516,8 @@ $cnpg_trace_summaries_body_longer_than_any_postgresql_identifier_can_be$$templat
     PERFORM pg_catalog.set_config('search_path', saved, true);
 END
 $in_schema$""",
-        r"""DO $in_schema$
+        r"""/* cnpg-trace-summaries: grant pg_monitor EXECUTE on otel_trace_summaries_metrics() */
+DO $in_schema$
 DECLARE
     target constant pg_catalog.text := coalesce(
         NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
@@ -536,7 +542,8 @@ END
 $in_schema$""",
     ),
     'incremental': (
-        r"""DO $in_schema$
+        r"""/* cnpg-trace-summaries: create the table otel_trace_summaries (incremental mode) and its indexes */
+DO $in_schema$
 DECLARE
     target constant pg_catalog.text := coalesce(
         NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
@@ -613,7 +620,8 @@ WITH NO DATA$template$, target);
     PERFORM pg_catalog.set_config('search_path', saved, true);
 END
 $in_schema$""",
-        r"""DO $in_schema$
+        r"""/* cnpg-trace-summaries: record the install on otel_trace_summaries */
+DO $in_schema$
 DECLARE
     target constant pg_catalog.text := coalesce(
         NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
@@ -636,7 +644,8 @@ BEGIN
     PERFORM pg_catalog.set_config('search_path', saved, true);
 END
 $in_schema$""",
-        r"""DO $in_schema$
+        r"""/* cnpg-trace-summaries: create the incremental mode's tables and functions */
+DO $in_schema$
 DECLARE
     target constant pg_catalog.text := coalesce(
         NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
@@ -1210,7 +1219,8 @@ $cnpg_trace_summaries_body_longer_than_any_postgresql_identifier_can_be$$templat
     PERFORM pg_catalog.set_config('search_path', saved, true);
 END
 $in_schema$""",
-        r"""DO $in_schema$
+        r"""/* cnpg-trace-summaries: create the capture triggers on otel_traces */
+DO $in_schema$
 DECLARE
     target constant pg_catalog.text := coalesce(
         NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
@@ -1261,7 +1271,8 @@ BEGIN
     PERFORM pg_catalog.set_config('search_path', saved, true);
 END
 $in_schema$""",
-        r"""DO $in_schema$
+        r"""/* cnpg-trace-summaries: create the metrics function otel_trace_summaries_metrics() */
+DO $in_schema$
 DECLARE
     target constant pg_catalog.text := coalesce(
         NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
@@ -1367,7 +1378,8 @@ $cnpg_trace_summaries_body_longer_than_any_postgresql_identifier_can_be$$templat
     PERFORM pg_catalog.set_config('search_path', saved, true);
 END
 $in_schema$""",
-        r"""DO $in_schema$
+        r"""/* cnpg-trace-summaries: grant pg_monitor EXECUTE on otel_trace_summaries_metrics() */
+DO $in_schema$
 DECLARE
     target constant pg_catalog.text := coalesce(
         NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
@@ -1395,7 +1407,8 @@ $in_schema$""",
 
 BUILD = {
     'view': None,
-    'incremental': r"""DO $in_schema$
+    'incremental': r"""/* cnpg-trace-summaries: fill otel_trace_summaries (a full rebuild, committed range by range) */
+DO $in_schema$
 DECLARE
     target constant pg_catalog.text := coalesce(
         NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
@@ -1421,7 +1434,8 @@ END
 $in_schema$""",
 }
 
-GRANT_READER = r"""DO $in_schema$
+GRANT_READER = r"""/* cnpg-trace-summaries: grant the reader role SELECT on otel_trace_summaries */
+DO $in_schema$
 DECLARE
     target constant pg_catalog.text := coalesce(
         NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
@@ -1442,7 +1456,8 @@ BEGIN
 END
 $in_schema$"""
 
-SCHEDULE_HERE = r"""DO $in_schema$
+SCHEDULE_HERE = r"""/* cnpg-trace-summaries: schedule the refresh job where pg_cron lives in this database */
+DO $in_schema$
 DECLARE
     target constant pg_catalog.text := coalesce(
         NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
@@ -1587,7 +1602,8 @@ FROM (SELECT obj_description(c.oid, 'pg_class') AS comment
       WHERE n.nspname = @schema_literal@ AND c.relname = 'otel_trace_summaries') AS record
 """
 
-UNINSTALL = r"""DO $in_schema$
+UNINSTALL = r"""/* cnpg-trace-summaries: remove otel_trace_summaries and everything of its mode */
+DO $in_schema$
 DECLARE
     target constant pg_catalog.text := coalesce(
         NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),
@@ -1684,7 +1700,8 @@ BEGIN
 END
 $in_schema$"""
 
-UNSCHEDULE_HERE = r"""DO $in_schema$
+UNSCHEDULE_HERE = r"""/* cnpg-trace-summaries: unschedule the refresh job where pg_cron lives in this database */
+DO $in_schema$
 DECLARE
     target constant pg_catalog.text := coalesce(
         NULLIF(pg_catalog.current_setting('cnpg_trace_summaries.schema', true), ''),

@@ -129,13 +129,12 @@ def print_listing(here: Place, *, limit: int, as_json: bool) -> None:
     mode = modes.require(here.conn, here.schema).mode.name
     rows = summaries.newest(here, limit)
     cron = pgcron.find_job(here, pgcron.locate(here, option("cron_database")))
-    estimated = summaries.estimated_rows(here)
+    total = summaries.count(here)
     if as_json:
-        payload = {"mode": mode, "estimated_rows": estimated, "newest": rows,
-                   "refresh_job": cron.job}  # fmt: skip
+        payload = {"mode": mode, "traces": total, "newest": rows, "refresh_job": cron.job}
         print(output.to_json(payload))
     else:
-        print(output.listing(mode, estimated, rows, cron))
+        print(output.listing(mode, total, rows, cron))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -430,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
         "list",
         cmd_list,
         help="the newest trace summaries and the pg_cron job",
-        description="One index scan of the summaries; the count is the planner's estimate.",
+        description="The newest rows are one index scan; the count scans the summaries.",
     )
     listing.add_argument("--limit", type=int, default=10, help="rows to show (10)")
     json_flag(listing)

@@ -59,10 +59,9 @@ def render_table(headers: Sequence[str], rows: list[list[str]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def listing(mode: str, estimated: int, rows: list[dict], cron: pgcron.Found) -> str:
+def listing(mode: str, total: int, rows: list[dict], cron: pgcron.Found) -> str:
     lines = [
-        f"newest {len(rows)} of about {estimated:,} traces in otel_trace_summaries "
-        f"({mode} mode):\n",
+        f"newest {len(rows)} of {total:,} traces in otel_trace_summaries ({mode} mode):\n",
         render_table(HEADERS, [format_row(r) for r in rows]),
         "",
     ]

@@ -54,6 +54,11 @@ def estimated_rows(place: Place) -> int:
     return place.one(ESTIMATED_ROWS_SQL) or 0
 
 
+def count(place: Place) -> int:
+    """How many summaries there are: a scan (``list`` shows it; ``status`` never counts)."""
+    return place.one(f"SELECT count(*) FROM {SCHEMA}.{SUMMARIES}")
+
+
 # -- refreshing ----------------------------------------------------------------
 @dataclass(frozen=True)
 class RefreshOutcome:

@@ -139,5 +139,10 @@ class MigrationWatcher:
                         self.statements.append(query)
                 time.sleep(0.01)
 
-    def saw(self, prefix: str) -> bool:
-        return any(" ".join(query.split()).startswith(prefix) for query in self.statements)
+    def saw(self, statement: str) -> bool:
+        """Whether a statement started with ``statement``, or a DO block ran it (format())."""
+        return any(
+            " ".join(query.split()).startswith(statement)
+            or f"EXECUTE format($template${statement}" in query
+            for query in self.statements
+        )

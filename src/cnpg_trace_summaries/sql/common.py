@@ -124,15 +124,17 @@ def record(kind: str, mode: str, relation: str = SUMMARIES) -> str:
     """Write the record on ``relation`` (a ``kind``: TABLE, MATERIALIZED VIEW): ``mode``,
     the value ``refresh_interval``, and the time now."""
     return do_block(
-        f"""        EXECUTE format('COMMENT ON {kind} %I.%I IS %L', target, '{relation}',
+        purpose=f"record the install on {relation}",
+        plpgsql=f"""        EXECUTE format('COMMENT ON {kind} %I.%I IS %L', target, '{relation}',
             '{RECORD_PREFIX}mode={mode}; refresh_interval=' || {value("refresh_interval")}
-            || '; installed_at=' || to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'));"""
+            || '; installed_at=' || to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'));""",
     )
 
 
 # The reader role (value reader_role; none when empty) may read the summaries.
 GRANT_READER = do_block(
-    f"""        IF coalesce({value("reader_role")}, '') <> '' THEN
+    purpose="grant the reader role SELECT on otel_trace_summaries",
+    plpgsql=f"""        IF coalesce({value("reader_role")}, '') <> '' THEN
             EXECUTE format('GRANT SELECT ON %I.{SUMMARIES} TO %I', target, {value("reader_role")});
-        END IF;"""
+        END IF;""",
 )

@@ -54,7 +54,8 @@ _DECLARE_JOB = f"""
 # saying that manual refresh is required, and what to run; with require_refresh an
 # error instead.
 SCHEDULE_HERE = do_block(
-    f"""        IF refresh IS NULL OR schedule IS NULL THEN
+    purpose="schedule the refresh job where pg_cron lives in this database",
+    plpgsql=f"""        IF refresh IS NULL OR schedule IS NULL THEN
             RAISE EXCEPTION 'otel_trace_summaries in schema % has no record of its mode and interval', target
                 USING HINT = 'Run trace-summaries repair.';
         END IF;
@@ -145,7 +146,8 @@ SCHEDULE_HERE = do_block(
 # or the reverse. In a --sql script (value offline = yes) it also names the
 # statement to run where pg_cron lives in another database.
 UNSCHEDULE_HERE = do_block(
-    f"""        IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+    purpose="unschedule the refresh job where pg_cron lives in this database",
+    plpgsql=f"""        IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
             IF coalesce({value("offline")}, '') = 'yes' THEN
                 RAISE NOTICE 'where pg_cron lives in another database (cron.database_name, postgres by default), '
                     'run there: SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = % AND database = %',

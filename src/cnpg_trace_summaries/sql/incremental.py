@@ -857,7 +857,11 @@ def create_table(relation: str = SUMMARIES) -> list[str]:
 def create(relation: str = SUMMARIES, suffix: str = "") -> list[str]:
     """The empty table, its indexes and its record: one DO block and the record."""
     return [
-        in_schema(*create_table(relation), *create_indexes(relation, suffix)),
+        in_schema(
+            *create_table(relation),
+            *create_indexes(relation, suffix),
+            purpose=f"create the table {relation} (incremental mode) and its indexes",
+        ),
         record(KIND, "incremental", relation),
     ]
 
@@ -882,9 +886,13 @@ def create_machinery() -> list[str]:
     hypertable = [s for t in triggers_for(HYPERTABLE) for s in t.create]
     plain = [s for t in triggers_for(PLAIN_STORE) for s in t.create]
     return [
-        in_schema(*(s for obj in (*TABLES, *ROUTINES) for s in obj.create)),
+        in_schema(
+            *(s for obj in (*TABLES, *ROUTINES) for s in obj.create),
+            purpose="create the incremental mode's tables and functions",
+        ),
         do_block(
-            f"""        {HYPERTABLE_CHECK}
+            purpose="create the capture triggers on otel_traces",
+            plpgsql=f"""        {HYPERTABLE_CHECK}
         IF hypertable THEN
 {executes(hypertable, "            ")}
         ELSE
@@ -900,7 +908,8 @@ def create_machinery() -> list[str]:
 # (CALL by name, found through the schema alone, every argument typed: a CALL that
 # commits cannot be dynamic SQL; the procedure pins its own path at once.)
 BUILD = do_block(
-    f"""        IF NOT {REFRESH.exists()} THEN
+    purpose="fill otel_trace_summaries (a full rebuild, committed range by range)",
+    plpgsql=f"""        IF NOT {REFRESH.exists()} THEN
             EXIT work;  -- another mode is installed (and kept)
         END IF;
         PERFORM set_config('search_path', quote_ident(target), true);

@@ -81,13 +81,13 @@ def _remove() -> str:
 
 
 # Removes whichever mode is installed, completely; the downgrade runs it.
-UNINSTALL = do_block(_remove())
+UNINSTALL = do_block(_remove(), purpose="remove otel_trace_summaries and everything of its mode")
 
 # Drops whatever exists of the incremental machinery.
-DROP_MACHINERY = do_block(_drop_machinery())
+DROP_MACHINERY = do_block(_drop_machinery(), purpose="drop the incremental mode's machinery")
 
 # Drops what a switch built beside the old relation, a table or a view.
-DROP_NEXT = do_block(_drop_relation(NEXT))
+DROP_NEXT = do_block(_drop_relation(NEXT), purpose=f"drop {NEXT}, left by a switch")
 
 _ANY_MACHINERY = " OR ".join(dict.fromkeys(obj.exists() for obj in incremental.OBJECTS))
 _ANY_LEFT = f"{_ANY_MACHINERY} OR {metrics.METRICS.exists()}"
@@ -98,7 +98,8 @@ _ALL_MACHINERY = " AND ".join(
 # Before installing (a transaction of its own, so that otel_traces is locked only
 # for as long as leftover triggers take to drop, not for the build that follows).
 PREPARE = do_block(
-    f"""        existing := to_regclass(format('%I.%I', target, '{SUMMARIES}'));
+    purpose="check what is installed: keep it, or remove what an interrupted run left",
+    plpgsql=f"""        existing := to_regclass(format('%I.%I', target, '{SUMMARIES}'));
         comment := coalesce(obj_description(existing, 'pg_class'), '');
         IF existing IS NOT NULL AND comment NOT LIKE '%{CREATED_MARKER}%' THEN
             RAISE EXCEPTION 'otel_trace_summaries already exists in schema % and was not created by this project', target
@@ -125,8 +126,9 @@ PREPARE = do_block(
 # Whether this run installs the summaries (value installing): decided once, at the
 # start of the install's transaction, so that every step of it agrees.
 DECIDE = do_block(
-    f"""        PERFORM set_config('{VALUE_PREFIX}installing',
-            CASE WHEN to_regclass(format('%I.%I', target, '{SUMMARIES}')) IS NULL THEN 'yes' ELSE 'no' END, true);"""
+    purpose="decide whether this run installs the summaries",
+    plpgsql=f"""        PERFORM set_config('{VALUE_PREFIX}installing',
+            CASE WHEN to_regclass(format('%I.%I', target, '{SUMMARIES}')) IS NULL THEN 'yes' ELSE 'no' END, true);""",
 )
 
 
@@ -145,7 +147,8 @@ def install_step(statement: str) -> str:
 
 # Readers' grants on the old relation, given again on the one a switch built beside it.
 COPY_GRANTS = do_block(
-    f"""        FOR grant_to IN
+    purpose=f"give {NEXT} the readers' grants of otel_trace_summaries",
+    plpgsql=f"""        FOR grant_to IN
             SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END
             FROM pg_class AS c, aclexplode(c.relacl) AS a
             WHERE c.oid = to_regclass(format('%I.%I', target, '{SUMMARIES}'))

@@ -173,15 +173,14 @@ END
 
 # Created with the summaries (both modes); only its owner and pg_monitor may run it.
 CREATE = [
-    in_schema(*METRICS.create),
+    in_schema(*METRICS.create, purpose=f"create the metrics function {METRICS_FUNCTION}()"),
     do_block(
-        f"""        IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{MONITOR_ROLE}') THEN
+        purpose=f"grant {MONITOR_ROLE} EXECUTE on {METRICS_FUNCTION}()",
+        plpgsql=f"""        IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{MONITOR_ROLE}') THEN
             EXECUTE format('GRANT EXECUTE ON FUNCTION %I.{METRICS_FUNCTION}() TO {MONITOR_ROLE}', target);
-        END IF;"""
+        END IF;""",
     ),
 ]
-DROP = in_schema(f"DROP FUNCTION IF EXISTS {METRICS.signature}")
-
 QUERY = f"SELECT * FROM {qualified(METRICS_FUNCTION)}()"
 
 # The interval of a pg_cron schedule as the job's schedule writes it, in seconds.

@@ -55,7 +55,7 @@ def _format_literal(template: str) -> str:
     return _TEMPLATE + escaped.replace(SCHEMA, "%1$I") + _TEMPLATE
 
 
-def do_block(plpgsql: str, declare: str = "") -> str:
+def do_block(plpgsql: str, *, purpose: str, declare: str = "") -> str:
     """A DO block that runs ``plpgsql`` with the path pinned, the schema in ``target``.
 
     ``target`` is the schema the session's value ``schema`` names (a live
@@ -65,10 +65,14 @@ def do_block(plpgsql: str, declare: str = "") -> str:
     types are resolved earlier, when PL/pgSQL compiles the block, so they are
     written schema-qualified (``pg_catalog.text``). Values chosen at run time
     (options) are never spliced in: they are read from settings (:func:`value`)
-    that the caller sets first.
+    that the caller sets first. ``purpose`` heads the statement, so that
+    ``pg_stat_activity`` says what a running block does.
     """
+    if "*/" in purpose:
+        raise ValueError("a purpose may not end a comment")
     inner = f"\n    DECLARE{declare}" if declare else ""
-    return f"""DO {_BLOCK}
+    return f"""/* cnpg-trace-summaries: {purpose} */
+DO {_BLOCK}
 DECLARE
     target constant pg_catalog.text := coalesce(
         NULLIF(pg_catalog.current_setting('{VALUE_PREFIX}schema', true), ''),
@@ -95,9 +99,9 @@ def executes(templates, indent: str = "        ") -> str:
     )
 
 
-def in_schema(*templates: str) -> str:
+def in_schema(*templates: str, purpose: str) -> str:
     """One DO block that runs ``templates`` in ``current_schema()``, with the path pinned."""
-    return do_block(executes(templates))
+    return do_block(executes(templates), purpose=purpose)
 
 
 def value(name: str) -> str:

@@ -33,7 +33,8 @@ def create(relation: str = SUMMARIES, suffix: str = "") -> list[str]:
     rest = [*create_indexes(relation, suffix), f"ANALYZE {qualified(relation)}"]
     return [
         do_block(
-            f"""        IF {value("refresh_interval")} ~ 's$' THEN
+            purpose=f"build the materialized view {relation} and its indexes",
+            plpgsql=f"""        IF {value("refresh_interval")} ~ 's$' THEN
             RAISE EXCEPTION 'the view mode refreshes at most every minute (refresh_interval=% asks for more): it rescans the whole window each time',
                     {value("refresh_interval")}
                 USING HINT = 'Use -x summaries=incremental for intervals in seconds, or a refresh_interval of 1min or more.';
