@@ -280,7 +280,7 @@ def test_extension_in_this_database_schedules_with_a_notice_and_the_job_runs(sha
 
 def test_the_incremental_mode_job_calls_the_refresh_and_the_new_span_appears(shapes):
     shape = shapes["here_incremental"]
-    assert "CALL " in shape.notices and "otel_trace_summaries_refresh()" in shape.notices
+    assert "CALL " in shape.notices and "otel_trace_summaries_refresh(false, " in shape.notices
     run = shape.first_run()
     assert run["status"] == "succeeded", run
     assert shape.shows("after")
