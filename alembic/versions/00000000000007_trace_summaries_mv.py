@@ -1194,7 +1194,7 @@ BEGIN
         PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
     ELSE
         -- the spans of a partition or chunk that joined or left otel_traces: their traces change
-        FOR child IN SELECT c FROM jsonb_array_elements(changes->'added' || changes->'detached') AS c LOOP
+        FOR child IN SELECT c FROM jsonb_array_elements((changes->'added') || (changes->'detached')) AS c LOOP
             EXECUTE format('INSERT INTO %%s (trace_id) SELECT DISTINCT trace_id FROM ONLY %%s '
                            'WHERE "timestamp" > $1 AND trace_id <> $2',
                            CAST(format('%%I.%%I', %1$L, 'otel_trace_summaries_dirty') AS regclass), CAST(CAST(CAST(child AS text) AS oid) AS regclass))

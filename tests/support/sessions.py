@@ -46,10 +46,15 @@ class Background:
             assert time.monotonic() < deadline, "it never waited on a lock"
             time.sleep(0.01)
 
-    def join(self) -> Any:
-        """What ``call`` returned; raises what it raised."""
+    def wait(self) -> Exception | None:
+        """Wait for ``call`` to end, its session still open; what it raised, if anything."""
         self.thread.join(timeout=60)
         assert not self.thread.is_alive(), "it was still running after a minute"
+        return self.error
+
+    def join(self) -> Any:
+        """What ``call`` returned; raises what it raised."""
+        self.wait()
         self.conn.close()
         if self.error is not None:
             raise self.error
