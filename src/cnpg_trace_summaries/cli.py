@@ -321,6 +321,8 @@ def cmd_repair(args: argparse.Namespace) -> int:
         print(f"{verb}: {change}")
     for cannot in result.cannot:
         print(f"cannot: {cannot}")
+    for note in result.notes:
+        print(f"note: {note}")
     return 0 if not result.cannot else 2
 
 

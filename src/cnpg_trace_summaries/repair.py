@@ -47,6 +47,7 @@ class Repair:
 
     changes: list[str] = field(default_factory=list)
     cannot: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what is so, and fine
 
 
 def _exists(place: Place, obj) -> bool:
@@ -206,7 +207,10 @@ def _repair_grants(place: Place, result: Repair, dry_run: bool, reader_role: str
 def _repair_job(place: Place, result: Repair, dry_run: bool, cron_database: str) -> None:
     location = pgcron.locate(place, cron_database)
     if location.database is None:
-        result.cannot.append(f"schedule the refresh job: {location.how}")
+        result.notes.append(
+            f"no pg_cron job ({location.how}): refresh with `trace-summaries refresh --every` "
+            "or a CronJob"
+        )
         return
     found = pgcron.find_job(place, location)
     wanted = pgcron.job(place)

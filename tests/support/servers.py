@@ -49,6 +49,7 @@ def local_server(
     create_extension: bool = True,
     background_workers: bool = True,
     password: str | None = None,
+    settings: dict[str, str] | None = None,
 ) -> Iterator[servers.Cluster]:
     """A throwaway cluster on 127.0.0.1, started; removed afterwards.
 
@@ -57,7 +58,7 @@ def local_server(
     ``create_extension`` is false (as CNPG's bootstrap does).
     """
     install = install or (cron_installation() if pg_cron_database else plain_installations()[0])
-    all_settings = dict(servers.THROWAWAY_SETTINGS)
+    all_settings = dict(servers.THROWAWAY_SETTINGS) | (settings or {})
     if pg_cron_database:
         all_settings |= servers.pg_cron_settings(
             pg_cron_database, background_workers=background_workers
