@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cnpg_trace_summaries import contract, migrating
+from tests.support.adoption import COLLECTOR_TABLE_SQL, LOAD_SQL
 from tests.support.commands import assert_one_clear_line
 from tests.support.database import Database
 from tests.support.processes import (
@@ -54,6 +55,23 @@ def test_two_upgrades_started_together_both_succeed_with_one_version_row(db: Dat
 def test_two_upgrades_started_together_schedule_one_job(cron_db: Database):
     upgrade_twice_at_once(cron_db)
     assert jobs(cron_db, cron_db.job_name, cron_db.dbname) == 1
+
+
+@pytest.mark.parametrize("attempt", range(5))
+def test_two_upgrades_started_together_over_a_store_that_needs_indexes_never_deadlock(
+    db: Database, attempt
+):
+    """The first builds indexes concurrently, which waits for every older transaction; the
+    second, waiting for the migration lock, holds none (it tries the lock between short
+    transactions), so the build never waits for it, and both end well."""
+    with db.connect(autocommit=True) as conn:
+        conn.execute(COLLECTOR_TABLE_SQL)
+        conn.execute(LOAD_SQL.format(traces=5_000))  # 50,000 spans, no index at all
+    upgrade_twice_at_once(db)
+    assert has_summaries(db)
+    assert db.scalar(
+        "SELECT count(*) FROM pg_index WHERE indrelid = 'otel_traces'::regclass AND indisvalid"
+    ) == len(contract.TRACE_INDEXES_FOR_SUMMARIES)
 
 
 def test_a_migrator_that_waits_longer_than_migration_lock_wait_names_the_holder_and_changes_nothing(

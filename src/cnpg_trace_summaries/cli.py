@@ -53,6 +53,7 @@ from cnpg_trace_summaries.database import (
 )
 from cnpg_trace_summaries.place import Place, place
 from cnpg_trace_summaries.progress import progress_bar
+from cnpg_trace_summaries.sql.incremental import ROWS_PER_REBUILD_RANGE, SPANS_PER_REBUILD_SLICE
 
 PROG = "trace-summaries"
 APPLICATION_NAME = "cnpg-trace-summaries"
@@ -163,6 +164,16 @@ def every_seconds(raw: str) -> float:
 RECORDED = "recorded"
 
 
+def positive(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be a positive whole number")
+    return value
+
+
 def cmd_refresh(args: argparse.Namespace) -> int:
     if args.every is None:
         with connect(autocommit=True) as conn:
@@ -262,10 +273,17 @@ def cmd_switch(args: argparse.Namespace) -> int:
                 install_notice_logger(conn),
             ):
                 report = switching.switch(
-                    place(conn), args.mode, cron_database=option("cron_database")
+                    place(conn),
+                    args.mode,
+                    cron_database=option("cron_database"),
+                    rows_per_range=args.rows_per_range,
+                    spans_per_slice=args.spans_per_slice,
                 )
         except (switching.SwitchError, migrating.MigrationLockBusyError) as error:
             raise CommandError(str(error)) from None
+    if args.json:
+        print(output.to_json(report))
+        return 0
     if not report.switched:
         print(f"otel_trace_summaries is already in {report.target} mode: nothing to switch")
         if report.removed:
@@ -400,6 +418,18 @@ def build_parser() -> argparse.ArgumentParser:
         "short transaction; readers keep reading throughout.",
     )
     switch.add_argument("mode", choices=list(modes.MODES))
+    for flag, unit, default in (
+        ("--rows-per-range", "summary rows", ROWS_PER_REBUILD_RANGE),
+        ("--spans-per-slice", "spans", SPANS_PER_REBUILD_SLICE),
+    ):
+        switch.add_argument(
+            flag,
+            type=positive,
+            metavar="N",
+            help=f"to incremental: the {unit} each transaction of the build (and of every later "
+            f"full rebuild) handles ({default:,})",
+        )
+    json_flag(switch)
     switch.add_argument(
         "--lock-timeout",
         help="how long the swap may wait for its locks (default: the migrations' lock_timeout, "

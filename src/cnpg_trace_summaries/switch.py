@@ -23,6 +23,7 @@ from cnpg_trace_summaries import modes, pgcron
 from cnpg_trace_summaries.contract import (
     REBUILD_PROCEDURE,
     REFRESH_LOCK_CLASS,
+    STATE_TABLE,
     SUMMARIES,
     lock_key_sql,
 )
@@ -75,13 +76,29 @@ def _values(place: Place, **values: str) -> None:
     place.conn.execute(set_values(values, "%({})s"), values)
 
 
+# The incremental mode's knobs for the size of a full rebuild's transactions.
+SIZES_SQL = f"""
+UPDATE {SCHEMA}.{STATE_TABLE}
+SET rows_per_rebuild_range = coalesce(%(rows_per_range)s, rows_per_rebuild_range),
+    spans_per_rebuild_slice = coalesce(%(spans_per_slice)s, spans_per_rebuild_slice)
+"""
+
+
 def switch(
-    place: Place, target: str, *, cron_database: str = "", swap_attempts: int = 10
+    place: Place,
+    target: str,
+    *,
+    cron_database: str = "",
+    swap_attempts: int = 10,
+    rows_per_range: int | None = None,
+    spans_per_slice: int | None = None,
 ) -> SwitchReport:
     """Switch otel_trace_summaries in ``place``'s schema to ``target`` mode.
 
     ``place``'s connection is outside any transaction, with lock_timeout set
-    and the migration lock held (see :mod:`.migrating`).
+    and the migration lock held (see :mod:`.migrating`). To incremental:
+    ``rows_per_range`` and ``spans_per_slice`` size the build's transactions
+    (and every later full rebuild's).
     """
     connection = place.conn
     found = modes.require(place.conn, place.schema)
@@ -107,6 +124,8 @@ def switch(
             place.execute(lifecycle.DROP_MACHINERY)
             for statement in goal.create_machinery():
                 place.execute(statement)
+            sizes = {"rows_per_range": rows_per_range, "spans_per_slice": spans_per_slice}
+            place.execute(SIZES_SQL, sizes)
         log.info("capture triggers on otel_traces in place; building %s", NEXT)
         with connection.transaction():
             _values(place, **values)

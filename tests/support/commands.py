@@ -113,12 +113,12 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
     return run_python_module("cnpg_trace_summaries.cli", *args, env=environment(**env))
 
 
-def switch(database, mode: str, *, check: bool = False) -> subprocess.CompletedProcess:
-    """``trace-summaries switch mode`` against ``database`` (a tests.support.database.Database).
+def switch(database, mode: str, *args: str, check: bool = False) -> subprocess.CompletedProcess:
+    """``trace-summaries switch mode [args]`` against ``database`` (a tests.support Database).
 
     ``check``: fail with its stderr unless it exits 0.
     """
-    result = run_cli("switch", mode, DATABASE_URL=database.url)
+    result = run_cli("switch", mode, *args, DATABASE_URL=database.url)
     if check:
         assert result.returncode == 0, result.stderr
     return result
