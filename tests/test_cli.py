@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,7 +14,8 @@ import pytest
 
 from cnpg_trace_summaries.contract import STATUS_ERROR
 from cnpg_trace_summaries.dev import demo
-from tests.support.commands import run_alembic, run_cli
+from tests.support import ROOT
+from tests.support.commands import environment, run_alembic, run_cli
 from tests.support.database import Database
 
 
@@ -129,3 +132,33 @@ def test_local_cluster_starts_migrates_loads_demo_and_stops(local_dir: Path):
     assert stopped.stdout.strip() == "local PostgreSQL stopped"
     status = run_cli("local", "status", **env)
     assert status.returncode == 3
+
+
+# What a command imports: the runtime never needs the development tools.
+IMPORTED_DEV_MODULES = """
+import sys
+from {module} import main
+try:
+    main({argv!r})
+except SystemExit:
+    pass
+print(sorted(m for m in sys.modules if m.startswith("cnpg_trace_summaries.dev")))
+"""
+
+
+def test_the_runtime_imports_nothing_from_the_development_tools(db: Database):
+    commands = [
+        ("alembic.config", ["-c", str(ROOT / "alembic.ini"), "upgrade", "head"]),
+        ("cnpg_trace_summaries.cli", ["status"]),
+    ]
+    for module, argv in commands:  # in this order: status reads what the upgrade installed
+        result = subprocess.run(
+            [sys.executable, "-I", "-c", IMPORTED_DEV_MODULES.format(argv=argv, module=module)],
+            cwd=ROOT,
+            env=environment(DATABASE_URL=db.url),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert db.mode() == "view", result.stderr
+        assert result.stdout.strip().splitlines()[-1] == "[]", (module, result.stdout)

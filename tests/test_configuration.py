@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import pytest
 
-from cnpg_trace_summaries import options
+from cnpg_trace_summaries import database, options
 from cnpg_trace_summaries.database import (
     ConfigError,
     normalize_url,
@@ -57,6 +57,13 @@ def test_malformed_database_url_is_refused_with_the_password_hidden(raw, complai
 def test_database_url_wins_over_the_local_cluster():
     url = resolve_database_url({"DATABASE_URL": "postgres://u@h/d"})
     assert url.render_as_string() == "postgresql+psycopg://u@h/d"
+
+
+def test_outside_a_checkout_a_missing_database_url_is_named(monkeypatch):
+    """In a pod (the package installed, no checkout, no local cluster): say what to set."""
+    monkeypatch.setattr(database, "in_checkout", lambda: False)
+    with pytest.raises(ConfigError, match=r"^DATABASE_URL is not set: set it to the database"):
+        resolve_database_url({})
 
 
 @pytest.mark.parametrize(
