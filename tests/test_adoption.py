@@ -33,6 +33,7 @@ from tests.support.adoption import (
     is_ours,
     reset,
 )
+from tests.support.commands import assert_one_clear_line
 from tests.support.data import Ingest
 from tests.support.database import Database
 from tests.support.processes import finish, migration_backend, start_alembic, wait_until_gone
@@ -320,3 +321,20 @@ def test_a_partitioned_store_is_indexed_per_partition_concurrently_inserts_wait_
     db.migrate("downgrade", "base")
     assert built not in indexes(db)
     assert spans(db) == spans_before + len(ingest.trace_ids)
+
+
+def test_a_store_whose_timestamp_has_no_time_zone_is_refused_with_one_line(db: Database):
+    """Each session would read such a timestamp in its own TimeZone: the triggers in the
+    collector's, the refresh in pg_cron's. Refused before anything changes."""
+    db.execute('CREATE TABLE otel_traces ("timestamp" timestamp NOT NULL, trace_id text, '
+               "span_id text, parent_span_id text, name text, kind int, start_time_unix_nano "
+               "bigint, end_time_unix_nano bigint, service_name text, status_code int, "
+               "status_message text)")  # fmt: skip
+    result = db.alembic("upgrade", "head", check=False)
+    assert_one_clear_line(
+        result,
+        'otel_traces in schema public cannot be adopted: its "timestamp" is timestamp without '
+        "time zone",
+        'ALTER COLUMN "timestamp" TYPE timestamptz',
+    )
+    assert db.version() is None

@@ -286,7 +286,7 @@ END
 $in_schema$"""
 
 INSTALL = {
-    'view': (
+    "view": (
         r"""/* cnpg-trace-summaries: build the materialized view otel_trace_summaries and its indexes */
 DO $in_schema$
 DECLARE
@@ -541,7 +541,7 @@ BEGIN
 END
 $in_schema$""",
     ),
-    'incremental': (
+    "incremental": (
         r"""/* cnpg-trace-summaries: create the table otel_trace_summaries (incremental mode) and its indexes */
 DO $in_schema$
 DECLARE
@@ -1406,8 +1406,8 @@ $in_schema$""",
 }
 
 BUILD = {
-    'view': None,
-    'incremental': r"""/* cnpg-trace-summaries: fill otel_trace_summaries (a full rebuild, committed range by range) */
+    "view": None,
+    "incremental": r"""/* cnpg-trace-summaries: fill otel_trace_summaries (a full rebuild, committed range by range) */
 DO $in_schema$
 DECLARE
     target constant pg_catalog.text := coalesce(

@@ -11,152 +11,268 @@ CREATE TABLE cnpg_trace_summaries_version (
 
 -- Running upgrade  -> 00000000000001
 
-DO $create$
+/* cnpg-trace-summaries: create otel_traces, or adopt the one there */
+DO $block$
 DECLARE
-    existing constant regclass := to_regclass(format('%I.otel_traces', current_schema()));
-    plain boolean;
+    target constant pg_catalog.text := pg_catalog.current_schema();
+    saved constant pg_catalog.text := pg_catalog.current_setting('search_path');
 BEGIN
-    IF existing IS NOT NULL AND coalesce(obj_description(existing, 'pg_class'), '') LIKE '%created by cnpg-trace-summaries%' THEN
-        RAISE NOTICE 'otel_traces in schema % was created by an earlier, interrupted run of this revision: kept',
-            current_schema();
-        RETURN;
-    ELSIF existing IS NOT NULL THEN
-        RAISE NOTICE 'otel_traces already exists in schema %: adopting it as it is, data, indexes and owner kept',
-            current_schema();
-        IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
-            -- Dynamic: timescaledb_information only exists where TimescaleDB does.
-            EXECUTE 'SELECT count(*) = 0 FROM timescaledb_information.hypertables '
-                    'WHERE hypertable_schema = current_schema() AND hypertable_name = ''otel_traces'''
-                INTO plain;
-            IF plain THEN
-                RAISE NOTICE 'the adopted otel_traces stays a plain table: turning it into a hypertable locks it '
-                    'while every span is copied. In a maintenance window, run: '
-                    'SELECT create_hypertable(%L, %L, migrate_data => true)', existing::text, 'timestamp';
-            END IF;
+    IF target IS NULL THEN
+        RAISE EXCEPTION 'no schema to work in: no schema on search_path (%) exists', saved;
+    END IF;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    <<work>>
+    DECLARE
+        existing constant pg_catalog.regclass := to_regclass(format('%I.%I', target, 'otel_traces'));
+        hypertable pg_catalog.bool := false;
+        problems pg_catalog.text;
+    BEGIN
+        IF existing IS NOT NULL AND coalesce(obj_description(existing, 'pg_class'), '') LIKE '%created by cnpg-trace-summaries%' THEN
+            RAISE NOTICE 'otel_traces in schema % was created by an earlier, interrupted run of this revision: kept', target;
+            EXIT work;
         END IF;
-        RETURN;
-    END IF;
-    CREATE TABLE otel_traces (
-        "timestamp" timestamptz NOT NULL,
-        "trace_id" text,
-        "span_id" text,
-        "parent_span_id" text,
-        "name" text,
-        "kind" integer,
-        "start_time_unix_nano" bigint,
-        "end_time_unix_nano" bigint,
-        "service_name" text,
-        "service_version" text,
-        "service_instance" text,
-        "scope_name" text,
-        "scope_version" text,
-        "status_code" integer,
-        "status_message" text,
-        "attributes" text,
-        "resource_attributes" text,
-        "events" text,
-        "links" text,
-        created_at timestamptz NOT NULL DEFAULT now(),
-        PRIMARY KEY ("timestamp", trace_id, span_id)
-    );
-    COMMENT ON TABLE otel_traces IS
-        'OpenTelemetry spans, one row per span (created by cnpg-trace-summaries, revision 00000000000001)';
-    -- A new, empty table: building its indexes here blocks nobody.
-    CREATE INDEX idx_otel_traces_trace_id ON otel_traces (trace_id);
-    CREATE INDEX idx_otel_traces_service_timestamp ON otel_traces (service_name, "timestamp" DESC);
-    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
-        EXECUTE format('SELECT create_hypertable(%L, %L)', format('%I.otel_traces', current_schema()), 'timestamp');
-        RAISE NOTICE 'otel_traces is a TimescaleDB hypertable on "timestamp"';
-    END IF;
+        IF existing IS NOT NULL THEN
+            -- What the summaries read of a span, in types they can read it as.
+            SELECT string_agg(CASE
+                       WHEN a.attname IS NULL THEN format('it has no column %I', wanted.name)
+                       WHEN wanted.name = 'timestamp' AND a.atttypid = 'timestamp'::regtype THEN
+                           'its "timestamp" is timestamp without time zone, which each session would '
+                           'read in its own TimeZone (refreshers and triggers alike): convert it in a '
+                           'maintenance window, e.g. ALTER TABLE ' || existing::text || ' ALTER COLUMN '
+                           '"timestamp" TYPE timestamptz USING "timestamp" AT TIME ZONE ''UTC'' (if its '
+                           'values are UTC)'
+                       ELSE format('its column %I is %s, not %s', wanted.name,
+                                   format_type(a.atttypid, a.atttypmod), wanted.kinds)
+                   END, '; ' ORDER BY wanted.position)
+            INTO problems
+            FROM (VALUES (1, 'timestamp', 'timestamp with time zone', ARRAY['timestamptz']),
+                         (2, 'trace_id', 'text', ARRAY['text', 'varchar', 'bpchar']),
+                         (3, 'span_id', 'text', ARRAY['text', 'varchar', 'bpchar']),
+                         (4, 'parent_span_id', 'text', ARRAY['text', 'varchar', 'bpchar']),
+                         (5, 'name', 'text', ARRAY['text', 'varchar', 'bpchar']),
+                         (6, 'kind', 'an integer', ARRAY['int2', 'int4', 'int8']),
+                         (7, 'start_time_unix_nano', 'bigint', ARRAY['int8']),
+                         (8, 'end_time_unix_nano', 'bigint', ARRAY['int8']),
+                         (9, 'service_name', 'text', ARRAY['text', 'varchar', 'bpchar']),
+                         (10, 'status_code', 'an integer', ARRAY['int2', 'int4', 'int8']),
+                         (11, 'status_message', 'text', ARRAY['text', 'varchar', 'bpchar']))
+                 AS wanted(position, name, kinds, types)
+            LEFT JOIN pg_attribute AS a
+                   ON a.attrelid = existing AND a.attname = wanted.name AND NOT a.attisdropped
+            WHERE a.attname IS NULL
+               OR NOT (SELECT typname FROM pg_type WHERE oid = a.atttypid) = ANY (wanted.types);
+            IF problems IS NOT NULL THEN
+                RAISE EXCEPTION 'otel_traces in schema % cannot be adopted: %', target, problems;
+            END IF;
+            RAISE NOTICE 'otel_traces already exists in schema %: adopting it as it is, data, indexes and owner kept', target;
+            IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
+                EXECUTE 'SELECT EXISTS (SELECT 1 FROM _timescaledb_catalog.hypertable '
+                        'WHERE schema_name = $1 AND table_name = $2)' INTO hypertable USING target, 'otel_traces';
+                IF NOT hypertable THEN
+                    RAISE NOTICE 'the adopted otel_traces stays a plain table: turning it into a hypertable locks it '
+                        'while every span is copied. In a maintenance window, run: '
+                        'SELECT create_hypertable(%L, %L, migrate_data => true)', existing::text, 'timestamp';
+                END IF;
+            END IF;
+            EXIT work;
+        END IF;
+        EXECUTE format($create$CREATE TABLE %I.otel_traces (
+            "timestamp" timestamptz NOT NULL,
+            "trace_id" text,
+            "span_id" text,
+            "parent_span_id" text,
+            "name" text,
+            "kind" integer,
+            "start_time_unix_nano" bigint,
+            "end_time_unix_nano" bigint,
+            "service_name" text,
+            "service_version" text,
+            "service_instance" text,
+            "scope_name" text,
+            "scope_version" text,
+            "status_code" integer,
+            "status_message" text,
+            "attributes" text,
+            "resource_attributes" text,
+            "events" text,
+            "links" text,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY ("timestamp", trace_id, span_id)
+        )$create$, target);
+        EXECUTE format('COMMENT ON TABLE %I.otel_traces IS %L', target,
+                       'OpenTelemetry spans, one row per span (created by cnpg-trace-summaries, revision 00000000000001)');
+        -- A new, empty table: building its indexes here blocks nobody.
+        EXECUTE format('CREATE INDEX idx_otel_traces_trace_id ON %I.otel_traces (trace_id)', target);
+        EXECUTE format('CREATE INDEX idx_otel_traces_service_timestamp ON %I.otel_traces '
+                       '(service_name, "timestamp" DESC)', target);
+        IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
+            EXECUTE 'SELECT create_hypertable($1, $2)' USING format('%I.otel_traces', target), 'timestamp';
+            RAISE NOTICE 'otel_traces is a TimescaleDB hypertable on "timestamp"';
+        END IF;
+    END;
+    PERFORM pg_catalog.set_config('search_path', saved, true);
 END
-$create$;
+$block$;
+
+/* cnpg-trace-summaries: plan the indexes otel_traces lacks */
+DO $block$
+DECLARE
+    target constant pg_catalog.text := pg_catalog.current_schema();
+    saved constant pg_catalog.text := pg_catalog.current_setting('search_path');
+BEGIN
+    IF target IS NULL THEN
+        RAISE EXCEPTION 'no schema to work in: no schema on search_path (%) exists', saved;
+    END IF;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    <<work>>
+    DECLARE
+        store constant pg_catalog.regclass := to_regclass(format('%I.%I', target, 'otel_traces'));
+        kind pg_catalog.char;
+        hypertable pg_catalog.bool := false;
+        need pg_catalog.record;
+        ours pg_catalog.oid;
+        ours_valid pg_catalog.bool;
+        part pg_catalog.record;
+        index_name pg_catalog.text;
+        leftover pg_catalog.oid;
+    BEGIN
+        DROP TABLE IF EXISTS pg_temp.cnpg_trace_summaries_plan;
+        CREATE TEMPORARY TABLE cnpg_trace_summaries_plan (
+            step serial, statement text NOT NULL, retry boolean NOT NULL DEFAULT false);
+        IF store IS NULL THEN
+            EXIT work;
+        END IF;
+        kind := (SELECT relkind FROM pg_class WHERE oid = store);
+        IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
+            EXECUTE 'SELECT EXISTS (SELECT 1 FROM _timescaledb_catalog.hypertable '
+                    'WHERE schema_name = $1 AND table_name = $2)' INTO hypertable USING target, 'otel_traces';
+        END IF;
+        FOR need IN SELECT * FROM (VALUES ('idx_otel_traces_trace_id', 'trace_id', '(trace_id)', ARRAY['btree', 'hash']),
+                     ('idx_otel_traces_timestamp', 'timestamp', '("timestamp")', ARRAY['btree', 'brin']))
+              AS needed(name, column_name, definition, access_methods) LOOP
+            SELECT i.indexrelid, i.indisvalid INTO ours, ours_valid
+            FROM pg_class AS c JOIN pg_index AS i ON i.indexrelid = c.oid
+            WHERE c.relname = need.name AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = store)
+              AND i.indrelid = store;
+            IF hypertable THEN
+                -- CREATE INDEX CONCURRENTLY is refused on a hypertable. The index goes ON ONLY
+                -- the hypertable (its parent, empty: a catalog-only statement), then one is
+                -- built concurrently on each chunk that lacks a valid one; TimescaleDB takes
+                -- a chunk's index of the same definition for the hypertable's, and gives new
+                -- chunks theirs.
+                IF EXISTS (SELECT 1 FROM pg_attribute AS a
+                        JOIN pg_index AS i ON i.indrelid = a.attrelid AND i.indkey[0] = a.attnum
+                        JOIN pg_class AS ic ON ic.oid = i.indexrelid
+                        JOIN pg_am AS am ON am.oid = ic.relam
+                        WHERE a.attrelid = store AND a.attname = need.column_name
+                          AND i.indisvalid AND i.indisready AND i.indislive AND i.indpred IS NULL
+                          AND am.amname = ANY (need.access_methods)
+                          AND i.indcollation[0] = a.attcollation) AND ours IS NULL THEN
+                    CONTINUE;  -- an index of the collector's own serves the summaries
+                END IF;
+                IF ours IS NULL THEN
+                    INSERT INTO pg_temp.cnpg_trace_summaries_plan (statement, retry) VALUES (format(
+                        'CREATE INDEX IF NOT EXISTS %I ON ONLY %I.otel_traces %s WITH (timescaledb.transaction_per_chunk)',
+                        need.name, target, need.definition), true);
+                    INSERT INTO pg_temp.cnpg_trace_summaries_plan (statement) VALUES (format('COMMENT ON INDEX %I.%I IS %L', target,
+                        need.name, 'created by cnpg-trace-summaries on an adopted otel_traces, revision 00000000000001'));
+                END IF;
+                FOR part IN SELECT ch.oid, format('%I.%I', n.nspname, ch.relname) AS qualified, ch.relname, n.nspname
+                            FROM pg_inherits AS inh JOIN pg_class AS ch ON ch.oid = inh.inhrelid
+                            JOIN pg_namespace AS n ON n.oid = ch.relnamespace
+                            WHERE inh.inhparent = store ORDER BY ch.oid LOOP
+                    IF EXISTS (SELECT 1 FROM pg_attribute AS a
+                        JOIN pg_index AS i ON i.indrelid = a.attrelid AND i.indkey[0] = a.attnum
+                        JOIN pg_class AS ic ON ic.oid = i.indexrelid
+                        JOIN pg_am AS am ON am.oid = ic.relam
+                        WHERE a.attrelid = part.oid AND a.attname = need.column_name
+                          AND i.indisvalid AND i.indisready AND i.indislive AND i.indpred IS NULL
+                          AND am.amname = ANY (need.access_methods)
+                          AND i.indcollation[0] = a.attcollation) THEN
+                        CONTINUE;
+                    END IF;
+                    index_name := left(part.relname || '_' || need.name, 63);
+                    leftover := (SELECT x.oid FROM pg_class AS x JOIN pg_index AS xi ON xi.indexrelid = x.oid
+                                 WHERE x.relname = index_name AND x.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = part.oid)
+                                   AND xi.indrelid = part.oid AND NOT xi.indisvalid);
+                    INSERT INTO pg_temp.cnpg_trace_summaries_plan (statement) VALUES (CASE
+                        WHEN leftover IS NOT NULL THEN format('REINDEX INDEX CONCURRENTLY %s', CAST(leftover AS regclass))
+                        ELSE format('CREATE INDEX CONCURRENTLY IF NOT EXISTS %I ON %s %s', index_name, part.qualified, need.definition)
+                    END);
+                END LOOP;
+                CONTINUE;
+            END IF;
+            IF EXISTS (SELECT 1 FROM pg_attribute AS a
+                        JOIN pg_index AS i ON i.indrelid = a.attrelid AND i.indkey[0] = a.attnum
+                        JOIN pg_class AS ic ON ic.oid = i.indexrelid
+                        JOIN pg_am AS am ON am.oid = ic.relam
+                        WHERE a.attrelid = store AND a.attname = need.column_name
+                          AND i.indisvalid AND i.indisready AND i.indislive AND i.indpred IS NULL
+                          AND am.amname = ANY (need.access_methods)
+                          AND i.indcollation[0] = a.attcollation) THEN
+                CONTINUE;
+            END IF;
+            IF kind = 'p' THEN
+                -- A partitioned table: an index ON ONLY the parent, then one built concurrently on
+                -- each partition not yet attached to it, and attached; the parent's becomes valid
+                -- when every partition's is attached, and new partitions get theirs from it.
+                INSERT INTO pg_temp.cnpg_trace_summaries_plan (statement) VALUES (format(
+                    CASE WHEN EXISTS (SELECT 1 FROM pg_inherits WHERE inhparent = store)
+                         THEN 'CREATE INDEX IF NOT EXISTS %I ON ONLY %I.otel_traces %s'
+                         ELSE 'CREATE INDEX IF NOT EXISTS %I ON %I.otel_traces %s' END,  -- no partition: no data
+                    need.name, target, need.definition));
+            ELSE
+                IF ours IS NOT NULL AND NOT ours_valid THEN
+                    INSERT INTO pg_temp.cnpg_trace_summaries_plan (statement)
+                    VALUES (format('DROP INDEX CONCURRENTLY %I.%I', target, need.name));
+                END IF;
+                INSERT INTO pg_temp.cnpg_trace_summaries_plan (statement)
+                VALUES (format('CREATE INDEX CONCURRENTLY %I ON %I.otel_traces %s', need.name, target, need.definition));
+            END IF;
+            INSERT INTO pg_temp.cnpg_trace_summaries_plan (statement) VALUES (format('COMMENT ON INDEX %I.%I IS %L', target,
+                need.name, 'created by cnpg-trace-summaries on an adopted otel_traces, revision 00000000000001'));
+            IF kind <> 'p' THEN
+                CONTINUE;
+            END IF;
+            FOR part IN SELECT ch.oid, ch.relkind, format('%I.%I', n.nspname, ch.relname) AS qualified,
+                               n.nspname AS schema_name
+                        FROM pg_inherits AS inh JOIN pg_class AS ch ON ch.oid = inh.inhrelid
+                        JOIN pg_namespace AS n ON n.oid = ch.relnamespace
+                        WHERE inh.inhparent = store
+                          AND NOT EXISTS (SELECT 1 FROM pg_inherits AS attached
+                                          JOIN pg_index AS pi ON pi.indexrelid = attached.inhrelid
+                                          WHERE attached.inhparent = ours AND pi.indrelid = ch.oid)
+                        ORDER BY ch.oid LOOP
+                index_name := left(need.name, 40) || '_' || left(md5(CAST(part.oid AS text)), 8);
+                leftover := (SELECT x.oid FROM pg_class AS x JOIN pg_index AS xi ON xi.indexrelid = x.oid
+                             WHERE x.relname = index_name AND NOT xi.indisvalid
+                               AND x.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = part.oid));
+                IF leftover IS NOT NULL THEN
+                    INSERT INTO pg_temp.cnpg_trace_summaries_plan (statement)
+                    VALUES (format('DROP INDEX CONCURRENTLY %s', CAST(leftover AS regclass)));
+                END IF;
+                INSERT INTO pg_temp.cnpg_trace_summaries_plan (statement) VALUES (CASE WHEN part.relkind = 'p'
+                    THEN format('DO $sub$ BEGIN RAISE EXCEPTION %L; END $sub$',
+                                format('partition %s of otel_traces is itself partitioned: build %s on it '
+                                       'by hand (an index ON ONLY it, one per partition, attached), then upgrade again',
+                                       part.qualified, need.name))
+                    ELSE format('CREATE INDEX CONCURRENTLY IF NOT EXISTS %I ON %s %s', index_name,
+                                part.qualified, need.definition) END);
+                INSERT INTO pg_temp.cnpg_trace_summaries_plan (statement) VALUES (format('ALTER INDEX %I.%I ATTACH PARTITION %I.%I',
+                    target, need.name, part.schema_name, index_name));
+            END LOOP;
+        END LOOP;
+    END;
+    PERFORM pg_catalog.set_config('search_path', saved, true);
+END
+$block$;
 
 COMMIT;
 
-WITH store AS (
-    SELECT c.oid, c.relkind, c.relnamespace FROM pg_class AS c
-    WHERE c.oid = to_regclass(format('%I.otel_traces', current_schema()))
-), needed (name, column_name, definition, access_methods) AS (
-    VALUES ('idx_otel_traces_trace_id', 'trace_id', '(trace_id)', ARRAY['btree', 'hash']), ('idx_otel_traces_timestamp', 'timestamp', '("timestamp")', ARRAY['btree', 'brin'])
-), ours AS (
-    SELECT n.name, n.column_name, n.definition, n.access_methods, i.indexrelid, i.indisvalid
-    FROM needed AS n CROSS JOIN store
-    LEFT JOIN pg_class AS c ON c.relname = n.name AND c.relnamespace = store.relnamespace
-    LEFT JOIN pg_index AS i ON i.indexrelid = c.oid AND i.indrelid = store.oid
-), covered AS (
-    SELECT o.name
-    FROM ours AS o CROSS JOIN store
-    JOIN pg_attribute AS a ON a.attrelid = store.oid AND a.attname = o.column_name
-    JOIN pg_index AS i ON i.indrelid = store.oid AND i.indkey[0] = a.attnum
-    JOIN pg_class AS ic ON ic.oid = i.indexrelid
-    JOIN pg_am AS am ON am.oid = ic.relam
-    WHERE i.indisvalid AND i.indisready AND i.indislive AND i.indpred IS NULL
-      AND am.amname = ANY (o.access_methods)
-      AND i.indcollation[0] = a.attcollation
-), missing AS (
-    SELECT ours.* FROM ours WHERE name NOT IN (SELECT name FROM covered)
-), partitions AS (
-    -- A partitioned table: an index ON ONLY the parent, then one built concurrently on
-    -- each partition not yet attached to it, and attached; the parent's becomes valid
-    -- when every partition's is attached, and new partitions get theirs from it.
-    SELECT m.name, m.definition, ch.oid AS partition, ch.relkind,
-           format('%I.%I', chn.nspname, ch.relname) AS qualified,
-           chn.nspname AS partition_schema,
-           left(m.name, 40) || '_' || left(md5(CAST(ch.oid AS text)), 8) AS index_name,
-           (SELECT x.oid FROM pg_class AS x JOIN pg_index AS xi ON xi.indexrelid = x.oid
-            WHERE x.relnamespace = ch.relnamespace AND NOT xi.indisvalid
-              AND x.relname = left(m.name, 40) || '_' || left(md5(CAST(ch.oid AS text)), 8)) AS leftover
-    FROM missing AS m CROSS JOIN store
-    JOIN pg_inherits AS inh ON inh.inhparent = store.oid
-    JOIN pg_class AS ch ON ch.oid = inh.inhrelid
-    JOIN pg_namespace AS chn ON chn.oid = ch.relnamespace
-    WHERE store.relkind = 'p'
-      AND NOT EXISTS (SELECT 1 FROM pg_inherits AS attached
-                      JOIN pg_index AS pi ON pi.indexrelid = attached.inhrelid
-                      WHERE attached.inhparent = m.indexrelid AND pi.indrelid = ch.oid)
-)
-SELECT statement FROM (
-    SELECT 1 AS step, name, 0 AS partition, 0 AS substep,
-           format('DROP INDEX CONCURRENTLY %I.%I', current_schema(), name) AS statement
-    FROM missing WHERE indexrelid IS NOT NULL AND NOT indisvalid
-      AND (SELECT relkind FROM store) <> 'p'
-    UNION ALL
-    SELECT 2, name, 0, 0,
-           format(CASE WHEN (SELECT relkind FROM store) = 'p' AND NOT EXISTS (
-                           SELECT 1 FROM pg_inherits WHERE inhparent = (SELECT oid FROM store))
-                       THEN 'CREATE INDEX IF NOT EXISTS %I ON %I.otel_traces %s'  -- no partition: no data
-                       WHEN (SELECT relkind FROM store) = 'p'
-                       THEN 'CREATE INDEX IF NOT EXISTS %I ON ONLY %I.otel_traces %s'
-                       ELSE 'CREATE INDEX CONCURRENTLY %I ON %I.otel_traces %s' END,
-                  name, current_schema(), definition)
-    FROM missing
-    UNION ALL
-    SELECT 3, name, 0, 0, format('COMMENT ON INDEX %I.%I IS %L', current_schema(), name,
-                                 'created by cnpg-trace-summaries on an adopted otel_traces, revision 00000000000001')
-    FROM missing
-    UNION ALL
-    SELECT 4, name, CAST(partition AS bigint), 1, format('DROP INDEX CONCURRENTLY %s', leftover::regclass)
-    FROM partitions WHERE leftover IS NOT NULL
-    UNION ALL
-    SELECT 4, name, CAST(partition AS bigint), 2,
-           CASE WHEN relkind = 'p'
-                THEN format('DO $sub$ BEGIN RAISE EXCEPTION %L; END $sub$',
-                            format('partition %s of otel_traces is itself partitioned: build %s on it '
-                                   'by hand (an index ON ONLY it, one per partition, attached), then upgrade again',
-                                   qualified, name))
-                ELSE format('CREATE INDEX CONCURRENTLY IF NOT EXISTS %I ON %s %s',
-                            index_name, qualified, definition) END
-    FROM partitions
-    UNION ALL
-    SELECT 4, name, CAST(partition AS bigint), 3,
-           format('ALTER INDEX %I.%I ATTACH PARTITION %I.%I', current_schema(), name,
-                  partition_schema, index_name)
-    FROM partitions
-) AS plan
-WHERE (SELECT oid FROM store) IS NOT NULL
-ORDER BY step, name, partition, substep
-\gexec
+SELECT statement FROM pg_temp.cnpg_trace_summaries_plan ORDER BY step\gexec
 --;
+
+DROP TABLE IF EXISTS pg_temp.cnpg_trace_summaries_plan;
 
 BEGIN;
 
