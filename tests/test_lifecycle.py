@@ -100,8 +100,8 @@ def test_grants_lost_in_a_restore_are_reported_and_repaired(db: Database, mode):
         assert f"granted EXECUTE on {contract.METRICS_FUNCTION} to pg_monitor" in repaired.stdout
         assert (
             db.scalar(
-                "SELECT bool_or(has_function_privilege('public', p.oid, 'EXECUTE')) FROM pg_proc AS p "
-                "WHERE p.pronamespace = 'public'::regnamespace "
+                "SELECT bool_or(has_function_privilege('public', p.oid, 'EXECUTE')) "
+                "FROM pg_proc AS p WHERE p.pronamespace = 'public'::regnamespace "
                 "AND p.proname LIKE 'otel_trace_summaries%'"
             )
             is False

@@ -286,7 +286,7 @@ END
 $in_schema$"""
 
 INSTALL = {
-    "view": (
+    'view': (
         r"""/* cnpg-trace-summaries: build the materialized view otel_trace_summaries and its indexes */
 DO $in_schema$
 DECLARE
@@ -426,7 +426,7 @@ BEGIN
         IF coalesce(current_setting('cnpg_trace_summaries.installing', true), '') <> 'yes' THEN
             EXIT work;
         END IF;
-        EXECUTE format($template$CREATE FUNCTION %1$I.otel_trace_summaries_metrics() RETURNS TABLE (mode text, refresh_interval_seconds float8, stale_after_seconds float8, lag_seconds float8, newest_trace_age_seconds float8, newest_span_age_seconds float8, estimated_rows float8, installed_age_seconds float8, last_refresh_age_seconds float8, last_refresh_duration_seconds float8, last_refresh_full float8, backlog_traces float8, capture_enabled float8, rebuild_pending float8, rebuild_pending_seconds float8, skipped_refreshes float8, refresh_lock_stuck float8, stale float8)
+        EXECUTE format($template$CREATE FUNCTION %1$I.otel_trace_summaries_metrics() RETURNS TABLE (mode text, refresh_interval_seconds float8, stale_after_seconds float8, lag_seconds float8, newest_trace_age_seconds float8, newest_span_age_seconds float8, estimated_rows float8, populated float8, installed_age_seconds float8, last_refresh_age_seconds float8, last_refresh_duration_seconds float8, last_refresh_full float8, backlog_traces float8, capture_enabled float8, rebuild_pending float8, rebuild_pending_seconds float8, skipped_refreshes float8, refresh_lock_stuck float8, stale float8)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $cnpg_trace_summaries_body_longer_than_any_postgresql_identifier_can_be$
 #variable_conflict use_column
 DECLARE
@@ -434,7 +434,6 @@ DECLARE
     traces constant regclass := to_regclass(format('%%I.%%I', %1$L, 'otel_traces'));
     checked constant timestamptz := now();
     record_text text;
-    populated boolean;
     newest_trace timestamptz;
     first_unseen timestamptz;
     newest_span timestamptz;
@@ -456,8 +455,8 @@ BEGIN
     stale_after_seconds := 2 * refresh_interval_seconds;
     installed := CAST(substring(record_text FROM 'installed_at=([0-9TZ:-]+)') AS timestamptz);
     installed_age_seconds := extract(epoch FROM checked - installed);
-    populated := (SELECT relispopulated FROM pg_class WHERE oid = relation);
-    IF populated THEN
+    populated := CASE WHEN (SELECT relispopulated FROM pg_class WHERE oid = relation) THEN 1 ELSE 0 END;
+    IF populated = 1 THEN
         newest_trace := (SELECT max("timestamp") FROM %1$I.otel_trace_summaries);
     END IF;
     -- the first span the summaries do not show yet: written after their newest trace
@@ -485,7 +484,7 @@ BEGIN
         LIMIT 1);
     refresh_lock_stuck := CASE WHEN holder IS NOT NULL AND NOT CAST(holder->>'refreshing' AS boolean)
                                THEN 1 ELSE 0 END;
-    stale := CASE WHEN NOT populated OR lag_seconds > stale_after_seconds OR refresh_lock_stuck = 1
+    stale := CASE WHEN populated = 0 OR lag_seconds > stale_after_seconds OR refresh_lock_stuck = 1
                   THEN 1 ELSE 0 END;
     IF to_regclass(format('%%I.%%I', %1$L, 'otel_trace_summaries_state')) IS NOT NULL THEN
         store := %1$I.otel_trace_summaries_children(NULL, NULL)->>'store';
@@ -541,7 +540,7 @@ BEGIN
 END
 $in_schema$""",
     ),
-    "incremental": (
+    'incremental': (
         r"""/* cnpg-trace-summaries: create the table otel_trace_summaries (incremental mode) and its indexes */
 DO $in_schema$
 DECLARE
@@ -1288,7 +1287,7 @@ BEGIN
         IF coalesce(current_setting('cnpg_trace_summaries.installing', true), '') <> 'yes' THEN
             EXIT work;
         END IF;
-        EXECUTE format($template$CREATE FUNCTION %1$I.otel_trace_summaries_metrics() RETURNS TABLE (mode text, refresh_interval_seconds float8, stale_after_seconds float8, lag_seconds float8, newest_trace_age_seconds float8, newest_span_age_seconds float8, estimated_rows float8, installed_age_seconds float8, last_refresh_age_seconds float8, last_refresh_duration_seconds float8, last_refresh_full float8, backlog_traces float8, capture_enabled float8, rebuild_pending float8, rebuild_pending_seconds float8, skipped_refreshes float8, refresh_lock_stuck float8, stale float8)
+        EXECUTE format($template$CREATE FUNCTION %1$I.otel_trace_summaries_metrics() RETURNS TABLE (mode text, refresh_interval_seconds float8, stale_after_seconds float8, lag_seconds float8, newest_trace_age_seconds float8, newest_span_age_seconds float8, estimated_rows float8, populated float8, installed_age_seconds float8, last_refresh_age_seconds float8, last_refresh_duration_seconds float8, last_refresh_full float8, backlog_traces float8, capture_enabled float8, rebuild_pending float8, rebuild_pending_seconds float8, skipped_refreshes float8, refresh_lock_stuck float8, stale float8)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $cnpg_trace_summaries_body_longer_than_any_postgresql_identifier_can_be$
 #variable_conflict use_column
 DECLARE
@@ -1296,7 +1295,6 @@ DECLARE
     traces constant regclass := to_regclass(format('%%I.%%I', %1$L, 'otel_traces'));
     checked constant timestamptz := now();
     record_text text;
-    populated boolean;
     newest_trace timestamptz;
     first_unseen timestamptz;
     newest_span timestamptz;
@@ -1318,8 +1316,8 @@ BEGIN
     stale_after_seconds := 2 * refresh_interval_seconds;
     installed := CAST(substring(record_text FROM 'installed_at=([0-9TZ:-]+)') AS timestamptz);
     installed_age_seconds := extract(epoch FROM checked - installed);
-    populated := (SELECT relispopulated FROM pg_class WHERE oid = relation);
-    IF populated THEN
+    populated := CASE WHEN (SELECT relispopulated FROM pg_class WHERE oid = relation) THEN 1 ELSE 0 END;
+    IF populated = 1 THEN
         newest_trace := (SELECT max("timestamp") FROM %1$I.otel_trace_summaries);
     END IF;
     -- the first span the summaries do not show yet: written after their newest trace
@@ -1347,7 +1345,7 @@ BEGIN
         LIMIT 1);
     refresh_lock_stuck := CASE WHEN holder IS NOT NULL AND NOT CAST(holder->>'refreshing' AS boolean)
                                THEN 1 ELSE 0 END;
-    stale := CASE WHEN NOT populated OR lag_seconds > stale_after_seconds OR refresh_lock_stuck = 1
+    stale := CASE WHEN populated = 0 OR lag_seconds > stale_after_seconds OR refresh_lock_stuck = 1
                   THEN 1 ELSE 0 END;
     IF to_regclass(format('%%I.%%I', %1$L, 'otel_trace_summaries_state')) IS NOT NULL THEN
         store := %1$I.otel_trace_summaries_children(NULL, NULL)->>'store';
@@ -1406,8 +1404,8 @@ $in_schema$""",
 }
 
 BUILD = {
-    "view": None,
-    "incremental": r"""/* cnpg-trace-summaries: fill otel_trace_summaries (a full rebuild, committed range by range) */
+    'view': None,
+    'incremental': r"""/* cnpg-trace-summaries: fill otel_trace_summaries (a full rebuild, committed range by range) */
 DO $in_schema$
 DECLARE
     target constant pg_catalog.text := coalesce(

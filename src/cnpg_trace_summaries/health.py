@@ -122,6 +122,8 @@ def health(place: Place, cron_database: str = "") -> Health:
 def _problems(place: Place, report: Health) -> list[str]:
     m, stale_after = report.metrics, report.stale_after_seconds
     problems = []
+    if not m["populated"]:
+        problems.append("the summaries have never been populated")
     if m["lag_seconds"] > stale_after:
         problems.append(
             f"the summaries do not show a span written {m['lag_seconds']:.0f}s ago "

@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from cnpg_trace_summaries import health, pgcron, summaries
@@ -19,6 +20,8 @@ def to_json(value: Any) -> str:
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
     if is_dataclass(value):
         return asdict(value)
     raise TypeError(f"cannot serialise {type(value).__name__}")

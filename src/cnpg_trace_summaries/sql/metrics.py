@@ -55,6 +55,7 @@ COLUMNS = (
     ("newest_trace_age_seconds", "float8", "GAUGE", "age of the newest summarised trace"),
     ("newest_span_age_seconds", "float8", "GAUGE", "age of the newest span in the window"),
     ("estimated_rows", "float8", "GAUGE", "summary rows (the planner's estimate)"),
+    ("populated", "float8", "GAUGE", "1 once the summaries have been filled"),
     ("installed_age_seconds", "float8", "GAUGE", "time since the install, switch or schedule"),
     ("last_refresh_age_seconds", "float8", "GAUGE",
      "incremental mode: time since the last refresh finished"),
@@ -108,7 +109,6 @@ DECLARE
     traces constant regclass := to_regclass(format('%I.%I', {SCHEMA_LITERAL}, '{TRACES_TABLE}'));
     checked constant timestamptz := now();
     record_text text;
-    populated boolean;
     newest_trace timestamptz;
     first_unseen timestamptz;
     newest_span timestamptz;
@@ -126,8 +126,8 @@ BEGIN
     stale_after_seconds := {STALE_INTERVALS} * refresh_interval_seconds;
     installed := CAST(substring(record_text FROM 'installed_at=([0-9TZ:-]+)') AS timestamptz);
     installed_age_seconds := extract(epoch FROM checked - installed);
-    populated := (SELECT relispopulated FROM pg_class WHERE oid = relation);
-    IF populated THEN
+    populated := CASE WHEN (SELECT relispopulated FROM pg_class WHERE oid = relation) THEN 1 ELSE 0 END;
+    IF populated = 1 THEN
         newest_trace := (SELECT max("timestamp") FROM {qualified(SUMMARIES)});
     END IF;
     -- the first span the summaries do not show yet: written after their newest trace
@@ -144,7 +144,7 @@ BEGIN
     holder := {incremental.LOCK_HOLDER};
     refresh_lock_stuck := CASE WHEN holder IS NOT NULL AND NOT CAST(holder->>'refreshing' AS boolean)
                                THEN 1 ELSE 0 END;
-    stale := CASE WHEN NOT populated OR lag_seconds > stale_after_seconds OR refresh_lock_stuck = 1
+    stale := CASE WHEN populated = 0 OR lag_seconds > stale_after_seconds OR refresh_lock_stuck = 1
                   THEN 1 ELSE 0 END;
     IF to_regclass(format('%I.%I', {SCHEMA_LITERAL}, '{STATE_TABLE}')) IS NOT NULL THEN
         store := {qualified(incremental.CHILDREN.name)}(NULL, NULL)->>'store';
@@ -183,6 +183,22 @@ CREATE = [
 ]
 QUERY = f"SELECT * FROM {qualified(METRICS_FUNCTION)}()"
 
+# The query the exporter runs in the summaries' database (their schema: public, CNPG's).
+EXPORTER_QUERY = f"SELECT current_database() AS datname, * FROM public.{METRICS_FUNCTION}()"
+
+# The cron query's columns: (name, Prometheus usage, what it is).
+CRON_COLUMNS = (
+    ("job", "LABEL", "the pg_cron job's name: otel_trace_summaries:<database>.<schema>"),
+    ("datname", "LABEL", "the database whose summaries it refreshes"),
+    ("active", "GAUGE", "1 when the job is active"),
+    ("interval_seconds", "GAUGE", "how often it runs, from its schedule"),
+    ("last_run_age_seconds", "GAUGE", "time since its last run ended"),
+    ("last_run_failed", "GAUGE", "1 when its last run failed"),
+    ("last_success_age_seconds", "GAUGE", "time since its last successful run ended"),
+    ("failing", "GAUGE",
+     f"1 when inactive, failed last, or without success for {STALE_INTERVALS} intervals"),
+)  # fmt: skip
+
 # The interval of a pg_cron schedule as the job's schedule writes it, in seconds.
 SCHEDULE_SECONDS = r"""(CASE
         WHEN {s} ~ '^[0-9]+ seconds?$' THEN CAST(split_part({s}, ' ', 1) AS int)
@@ -195,9 +211,10 @@ SCHEDULE_SECONDS = r"""(CASE
 JOB_PREFIX = f"{SUMMARIES}:"
 
 # In pg_cron's database: one row per summaries job (its name says which database and
-# schema), stale by the same rule. Cheap: pg_cron's tables, the newest runs first.
+# schema; datname is the database it refreshes), failing by the same rule of stale.
+# Cheap: pg_cron's tables, the newest runs first.
 CRON_METRICS = f"""
-SELECT j.jobname AS job, j.database,
+SELECT j.jobname AS job, j.database AS datname,
        CAST(j.active AS int) AS active,
        CAST({SCHEDULE_SECONDS.format(s="j.schedule")} AS float8) AS interval_seconds,
        extract(epoch FROM now() - last.end_time) AS last_run_age_seconds,
@@ -216,3 +233,15 @@ LEFT JOIN LATERAL (SELECT end_time FROM cron.job_run_details AS d
                    ORDER BY d.runid DESC LIMIT 1) AS success ON true
 WHERE j.jobname LIKE '{JOB_PREFIX}%'
 """
+
+# What the monitoring role needs in pg_cron's database to read the summaries' jobs:
+# pg_cron's row security shows a role its own jobs only. Run there by a superuser
+# (CNPG: the Cluster's postInitSQL, deploy/cnpg/cluster.yaml).
+CRON_MONITOR_GRANTS = (
+    f"GRANT USAGE ON SCHEMA cron TO {MONITOR_ROLE}",
+    f"CREATE POLICY otel_trace_summaries_monitor ON cron.job FOR SELECT TO {MONITOR_ROLE} "
+    f"USING (jobname LIKE '{JOB_PREFIX}%')",
+    f"CREATE POLICY otel_trace_summaries_monitor ON cron.job_run_details FOR SELECT "
+    f"TO {MONITOR_ROLE} USING (jobid IN (SELECT jobid FROM cron.job "
+    f"WHERE jobname LIKE '{JOB_PREFIX}%'))",
+)
