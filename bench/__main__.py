@@ -84,8 +84,11 @@ WHERE trace_id IN (SELECT md5('trace' || t)
                    FROM generate_series(CAST(%(first)s AS integer), CAST(%(last)s AS integer)) AS t)
 """
 
-# Late spans of traces already in the view: an error arrives for the LATE_SPANS newest traces.
-LATE_SPANS_SQL = f"""
+# Late spans of a view's cycle: an error, timestamped now, under the root span of
+# each of the LATE_SPANS newest loaded traces (traces 1.., the same ones every
+# cycle). Not the incremental cycles' late spans, which go to older traces picked
+# at random, in their trace's time (incremental.LATE_SPANS_OF_RANDOM_TRACES_SQL).
+LATE_SPANS_OF_NEWEST_TRACES_SQL = f"""
 INSERT INTO otel_traces ({_VIEW_CYCLE_COLUMNS})
 SELECT now(), md5('trace' || t), left(md5('late' || %(cycle)s || '.' || t), 16),
        left(md5(md5('trace' || t) || 0), 16), 'late.db', 3, 0, 1, 'inventory', 2, 'late error'
@@ -366,7 +369,7 @@ def run(args: argparse.Namespace) -> dict:
             cycles = []
             for cycle in range(1, args.cycles + 1):
                 conn.execute(NEW_SPANS_SQL, {"cycle": cycle, "traces": new_traces})
-                conn.execute(LATE_SPANS_SQL, {"cycle": cycle})
+                conn.execute(LATE_SPANS_OF_NEWEST_TRACES_SQL, {"cycle": cycle})
                 oldest = args.traces - (cycle - 1) * new_traces
                 conn.execute(AGED_OUT_SQL, {"first": oldest - new_traces + 1, "last": oldest})
                 took = measure.seconds(

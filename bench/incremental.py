@@ -107,8 +107,9 @@ CROSS JOIN generate_series(0, {SPANS_PER_TRACE - 1}) AS s
 """
 
 # Late error spans of %(late)s older traces: traces picked at random among the
-# summaries whose last span came before this cycle, timestamped in their time.
-LATE_SPANS_SQL = f"""
+# summaries whose last span came before this cycle, timestamped in their time
+# (not the view's cycles' late spans: see __main__.LATE_SPANS_OF_NEWEST_TRACES_SQL).
+LATE_SPANS_OF_RANDOM_TRACES_SQL = f"""
 INSERT INTO otel_traces ({SPAN_COLUMN_LIST})
 SELECT o."timestamp" + g * interval '1 microsecond', o.trace_id,
        left(md5(%(tag)s || '.late.' || g), 16), o.root_span_id, 'late.db', 3,
@@ -306,7 +307,7 @@ class Session:
 
         started = time.perf_counter()
         late = conn.execute(
-            LATE_SPANS_SQL, {"tag": tag, "late": LATE_SPANS, "before": before}
+            LATE_SPANS_OF_RANDOM_TRACES_SQL, {"tag": tag, "late": LATE_SPANS, "before": before}
         ).rowcount
         late_s = time.perf_counter() - started
 
