@@ -41,12 +41,12 @@ from pathlib import Path
 
 import psycopg
 
-from bench import generate, incremental, ingest, measure, report
+from bench import generate, incremental, ingest, measure, output, report
+from bench.command_line import ROOT, parser
 from bench.workload import (
     ERROR_EVERY,
     LATE_SPANS,
     RATE,
-    RATES,
     SPANS_PER_TRACE,
     span_column_list,
     view_cycle_traces,
@@ -54,8 +54,6 @@ from bench.workload import (
 from cnpg_trace_summaries.contract import REFRESH_INTERVAL_SECONDS
 from cnpg_trace_summaries.dev.localdb import LocalCluster
 from cnpg_trace_summaries.progress import progress_bar
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # The view's cycles write the columns the summaries read; the others stay NULL.
 _VIEW_CYCLE_COLUMNS = span_column_list(
@@ -403,55 +401,6 @@ def run(args: argparse.Namespace) -> dict:
     return results
 
 
-def parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m bench``; its defaults are the README's too."""
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--traces", type=int, default=100_000, help="traces to generate (100,000 = about 1M spans)"
-    )
-    parser.add_argument("--listing-runs", type=int, default=1_000)
-    parser.add_argument("--live-runs", type=int, default=200)
-    parser.add_argument(
-        "--live-budget",
-        type=float,
-        default=900.0,
-        help="seconds the live listing queries may take in all, per query",
-    )
-    parser.add_argument("--rounds", type=int, default=3, help="alternated refresh rounds")
-    parser.add_argument("--cycles", type=int, default=30, help="the view's refresh cycles")
-    parser.add_argument(
-        "--stage-cycles",
-        type=int,
-        default=3,
-        help="incremental steady-state cycles at N/4 and N/2 (the median is the chart's point)",
-    )
-    parser.add_argument(
-        "--incremental-cycles", type=int, default=20, help="incremental steady-state cycles at N"
-    )
-    parser.add_argument(
-        "--rates",
-        type=lambda text: [int(r) for r in text.split(",") if r],
-        default=list(RATES),
-        help="one more verified incremental cycle at each of these spans/s "
-        f"({','.join(str(rate) for rate in RATES)}), "
-        "where it replaces at most a quarter of the window",
-    )
-    parser.add_argument("--ingest-rounds", type=int, default=30, help="trigger on/off rounds")
-    parser.add_argument(
-        "--skip-live-listing",
-        action="store_true",
-        help="do not time the listing queries computed live (slow at large sizes)",
-    )
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    parser.add_argument("--keep", action="store_true", help="leave the cluster running")
-    parser.add_argument(
-        "--rewrite-report",
-        action="store_true",
-        help="run nothing: rewrite every result's .md, refresh.png and README.md from the JSON",
-    )
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
     command_line = parser()
     args = command_line.parse_args(argv)
@@ -465,12 +414,12 @@ def main(argv: list[str] | None = None) -> int:
         command_line.error("--traces must be at least 4, the rounds and cycles at least 1")
 
     if args.rewrite_report:
-        for path in report.rewrite(args.out, REFRESH_INTERVAL_SECONDS):
+        for path in output.rewrite(args.out, REFRESH_INTERVAL_SECONDS):
             print(f"wrote {path}")
         return 0
     results = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    paths = report.write(results, args.out)
+    paths = output.write(results, args.out)
     print(report.capacity_line(results, REFRESH_INTERVAL_SECONDS))
     print(report.incremental_line(results))
     for path in paths:

@@ -619,24 +619,3 @@ def rates(run: dict) -> list[dict]:
             "rate_filling_schedule": rate * REFRESH_INTERVAL_SECONDS / refresh,
         })  # fmt: skip
     return found
-
-
-def rewrite(out: Path, schedule_seconds: float = REFRESH_INTERVAL_SECONDS) -> list[Path]:
-    """Every result's Markdown, the chart and README.md again, from the JSON files in ``out``."""
-    from bench import readme  # it reads this module's tables
-
-    paths = []
-    for run in load_runs(out):
-        path = out / f"{label(run)}.md"
-        path.write_text(markdown(run, schedule_seconds))
-        paths.append(path)
-    return [*paths, chart(out, schedule_seconds), readme.write(out, schedule_seconds)]
-
-
-def write(
-    results: dict, out: Path, schedule_seconds: float = REFRESH_INTERVAL_SECONDS
-) -> list[Path]:
-    """This run's JSON, then every result's Markdown, the chart and README.md (:func:`rewrite`)."""
-    json_path = out / f"{label(results)}.json"
-    json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    return [json_path, *rewrite(out, schedule_seconds)]
