@@ -15,21 +15,14 @@ from collections.abc import Callable
 import psycopg
 
 from bench.workload import (
-    ATTRIBUTES,
-    ERROR_EVERY,
-    ERROR_MESSAGE,
     IN_WINDOW,
     LOAD_CHUNK_TRACES,
     LOADED_DAYS,
     OLD_TRACE_DAYS,
     OLD_TRACE_EVERY,
-    PODS,
-    RESOURCE_ATTRIBUTES,
-    SCOPE_NAME,
-    SCOPE_VERSION,
-    SERVICE_VERSION,
     SERVICES,
     SPAN_COLUMN_LIST,
+    span_tail_sql,
 )
 
 # %(lo)s..%(hi)s: the trace numbers of this chunk; %(n)s: all traces.
@@ -44,17 +37,7 @@ SELECT
     CASE WHEN s = 0 THEN 2 WHEN s %% 2 = 1 THEN 3 ELSE 2 END,
     tr.start_ns + s * 3000000,
     tr.start_ns + s * 3000000 + (20 - s) * 1500000 + (t %% 7) * 100000,
-    (%(services)s::text[])[1 + (t * 7 + s * 3) %% {len(SERVICES)}],
-    '{SERVICE_VERSION}',
-    'pod-' || (t %% {PODS}),
-    '{SCOPE_NAME}',
-    '{SCOPE_VERSION}',
-    CASE WHEN t %% {ERROR_EVERY} = 0 AND s = tr.spans - 1 THEN 2 WHEN s %% 4 = 0 THEN 1 ELSE 0 END,
-    CASE WHEN t %% {ERROR_EVERY} = 0 AND s = tr.spans - 1 THEN '{ERROR_MESSAGE}' ELSE '' END,
-    '{ATTRIBUTES}',
-    '{RESOURCE_ATTRIBUTES}',
-    '[]',
-    '[]'
+    {span_tail_sql("t", "tr.spans - 1")}
 FROM generate_series(%(hi)s, %(lo)s, -1) AS t
 CROSS JOIN LATERAL (
     SELECT md5('trace' || t) AS trace_id,

@@ -36,16 +36,11 @@ from datetime import datetime
 import psycopg
 
 from bench.workload import (
-    ATTRIBUTES,
     BAND_CHUNK_TRACES,
     BAND_SECONDS,
-    ERROR_EVERY,
-    ERROR_MESSAGE,
     LATE_SPANS,
     LOADED_DAYS,
-    PODS,
     RATE,
-    RESOURCE_ATTRIBUTES,
     ROWS_PER_STATEMENT,
     SCOPE_NAME,
     SCOPE_VERSION,
@@ -53,6 +48,7 @@ from bench.workload import (
     SERVICES,
     SPAN_COLUMN_LIST,
     SPANS_PER_TRACE,
+    span_tail_sql,
 )
 from cnpg_trace_summaries import summaries, view_mode
 from cnpg_trace_summaries.contract import (
@@ -74,13 +70,7 @@ _SPAN_VALUES = f"""started + s * interval '3 milliseconds',
     CASE WHEN s = 0 THEN 2 WHEN s %% 2 = 1 THEN 3 ELSE 2 END,
     CAST(extract(epoch FROM started) * 1e9 AS bigint) + s * 3000000,
     CAST(extract(epoch FROM started) * 1e9 AS bigint) + s * 3000000 + (20 - s) * 1500000,
-    (%(services)s::text[])[1 + (i * 7 + s * 3) %% {len(SERVICES)}],
-    '{SERVICE_VERSION}', 'pod-' || (i %% {PODS}), '{SCOPE_NAME}', '{SCOPE_VERSION}',
-    CASE WHEN i %% {ERROR_EVERY} = 0 AND s = {SPANS_PER_TRACE - 1} THEN 2
-         WHEN s %% 4 = 0 THEN 1 ELSE 0 END,
-    CASE WHEN i %% {ERROR_EVERY} = 0 AND s = {SPANS_PER_TRACE - 1} THEN '{ERROR_MESSAGE}'
-         ELSE '' END,
-    '{ATTRIBUTES}', '{RESOURCE_ATTRIBUTES}', '[]', '[]'"""
+    {span_tail_sql("i", str(SPANS_PER_TRACE - 1))}"""
 
 # One 1,000-row INSERT: traces first..last of this cycle, 10 spans each, just now.
 NEW_TRACES_SQL = f"""

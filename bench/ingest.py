@@ -34,20 +34,12 @@ import psycopg
 from psycopg import sql
 
 from bench.workload import (
-    ATTRIBUTES,
-    ERROR_EVERY,
-    ERROR_MESSAGE,
     INGEST_SINGLE_ROWS,
     INGEST_STATEMENTS,
-    PODS,
-    RESOURCE_ATTRIBUTES,
     ROWS_PER_STATEMENT,
-    SCOPE_NAME,
-    SCOPE_VERSION,
-    SERVICE_VERSION,
-    SERVICES,
     SPAN_COLUMN_LIST,
     SPANS_PER_TRACE,
+    span_tail,
 )
 from cnpg_trace_summaries.contract import CAPTURE_TRIGGERS, TRACES_TABLE
 
@@ -65,7 +57,6 @@ def span_rows(tag: str, traces: int, now: datetime) -> list[tuple]:
         for s in range(SPANS_PER_TRACE):
             span_id = hashlib.md5(f"{trace_id}.{s}".encode()).hexdigest()[:16]
             parent = None if s == 0 else hashlib.md5(f"{trace_id}.{(s - 1) // 2}".encode())
-            error = i % ERROR_EVERY == 0 and s == SPANS_PER_TRACE - 1
             rows.append((
                 (started + timedelta(milliseconds=3 * s)).isoformat(),
                 trace_id,
@@ -75,17 +66,7 @@ def span_rows(tag: str, traces: int, now: datetime) -> list[tuple]:
                 2 if s == 0 or s % 2 == 0 else 3,
                 start_ns + s * 3_000_000,
                 start_ns + s * 3_000_000 + (20 - s) * 1_500_000,
-                SERVICES[(i * 7 + s * 3) % len(SERVICES)],
-                SERVICE_VERSION,
-                f"pod-{i % PODS}",
-                SCOPE_NAME,
-                SCOPE_VERSION,
-                2 if error else (1 if s % 4 == 0 else 0),
-                ERROR_MESSAGE if error else "",
-                ATTRIBUTES,
-                RESOURCE_ATTRIBUTES,
-                "[]",
-                "[]",
+                *span_tail(i, s, SPANS_PER_TRACE - 1),
             ))  # fmt: skip
     return rows
 

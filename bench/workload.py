@@ -52,6 +52,39 @@ SCOPE_VERSION = "1.0.0"
 ATTRIBUTES = '{"http.method":"GET"}'
 RESOURCE_ATTRIBUTES = '{"k8s.namespace.name":"shop"}'
 
+
+def span_tail_sql(trace: str, last_span: str) -> str:
+    """Span s's values from service_name to links, as SQL, for a generating statement.
+
+    ``trace`` is the trace's number and ``last_span`` its last span's (SQL
+    expressions); the service is picked from the ``%(services)s`` parameter.
+    """
+    error = f"{trace} %% {ERROR_EVERY} = 0 AND s = {last_span}"
+    return f"""(%(services)s::text[])[1 + ({trace} * 7 + s * 3) %% {len(SERVICES)}],
+    '{SERVICE_VERSION}', 'pod-' || ({trace} %% {PODS}), '{SCOPE_NAME}', '{SCOPE_VERSION}',
+    CASE WHEN {error} THEN 2 WHEN s %% 4 = 0 THEN 1 ELSE 0 END,
+    CASE WHEN {error} THEN '{ERROR_MESSAGE}' ELSE '' END,
+    '{ATTRIBUTES}', '{RESOURCE_ATTRIBUTES}', '[]', '[]'"""
+
+
+def span_tail(trace: int, span: int, last_span: int) -> tuple:
+    """The same values in Python, for rows made before a statement runs (ingest.py)."""
+    error = trace % ERROR_EVERY == 0 and span == last_span
+    return (
+        SERVICES[(trace * 7 + span * 3) % len(SERVICES)],
+        SERVICE_VERSION,
+        f"pod-{trace % PODS}",
+        SCOPE_NAME,
+        SCOPE_VERSION,
+        2 if error else (1 if span % 4 == 0 else 0),
+        ERROR_MESSAGE if error else "",
+        ATTRIBUTES,
+        RESOURCE_ATTRIBUTES,
+        "[]",
+        "[]",
+    )
+
+
 # -- rates ------------------------------------------------------------------------------------
 RATE = 1_000  # spans per second of the steady state
 RATES = (2_000, 4_000, 8_000)  # one more cycle at each (python -m bench --rates)
