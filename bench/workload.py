@@ -21,19 +21,6 @@ OLD_TRACE_EVERY = 20
 OLD_TRACE_DAYS = WINDOW_DAYS + 1
 
 # -- the spans' shape ------------------------------------------------------------------------
-
-
-def span_column_list(null: tuple[str, ...] = ()) -> str:
-    """otel_traces' span columns, quoted, in the contract's order, but those left NULL."""
-    unknown = set(null) - set(SPAN_COLUMNS)
-    if unknown:
-        raise ValueError(f"not span columns: {sorted(unknown)}")
-    return ", ".join(f'"{column}"' for column in SPAN_COLUMNS if column not in null)
-
-
-# Every span column, for INSERT and COPY.
-SPAN_COLUMN_LIST = span_column_list()
-
 SERVICES = (
     "frontend", "checkout", "cart", "catalog", "payment", "shipping",
     "inventory", "currency", "email", "auth", "recommendation", "ads",
@@ -51,6 +38,18 @@ SCOPE_NAME = "io.opentelemetry.demo"
 SCOPE_VERSION = "1.0.0"
 ATTRIBUTES = '{"http.method":"GET"}'
 RESOURCE_ATTRIBUTES = '{"k8s.namespace.name":"shop"}'
+
+
+def span_column_list(null: tuple[str, ...] = ()) -> str:
+    """otel_traces' span columns, quoted, in the contract's order, but those left NULL."""
+    unknown = set(null) - set(SPAN_COLUMNS)
+    if unknown:
+        raise ValueError(f"not span columns: {sorted(unknown)}")
+    return ", ".join(f'"{column}"' for column in SPAN_COLUMNS if column not in null)
+
+
+# Every span column, for INSERT and COPY.
+SPAN_COLUMN_LIST = span_column_list()
 
 
 def span_tail_sql(trace: str, last_span: str) -> str:
@@ -100,7 +99,10 @@ INGEST_STATEMENTS = 5
 INGEST_SINGLE_ROWS = 50
 
 # -- late spans ----------------------------------------------------------------------------------
-LATE_SPANS = 50  # late error spans of older traces, per cycle (the view's and the incremental's)
+# Late error spans per cycle, of traces already summarised: the view's cycles
+# (__main__.LATE_SPANS_OF_NEWEST_TRACES_SQL) and the incremental's
+# (incremental.LATE_SPANS_OF_RANDOM_TRACES_SQL).
+LATE_SPANS = 50
 
 
 def view_cycle_traces(traces: int) -> int:
