@@ -41,23 +41,37 @@ from pathlib import Path
 
 import psycopg
 
-from bench import generate, incremental, ingest, measure, report
+from bench import generate, incremental, ingest, measure, output, report
+from bench.command_line import ROOT, parser
+from bench.workload import (
+    ERROR_EVERY,
+    LATE_SPANS,
+    RATE,
+    SPANS_PER_TRACE,
+    span_column_list,
+    view_cycle_traces,
+)
 from cnpg_trace_summaries.contract import REFRESH_INTERVAL_SECONDS
 from cnpg_trace_summaries.dev.localdb import LocalCluster
 from cnpg_trace_summaries.progress import progress_bar
 
-ROOT = Path(__file__).resolve().parents[1]
+# The view's cycles write the columns the summaries read; the others stay NULL.
+_VIEW_CYCLE_COLUMNS = span_column_list(
+    null=("service_version", "service_instance", "scope_name", "scope_version",
+          "attributes", "resource_attributes", "events", "links")
+)  # fmt: skip
 
-NEW_SPANS_SQL = """
-INSERT INTO otel_traces ("timestamp", trace_id, span_id, parent_span_id, name, kind,
-    start_time_unix_nano, end_time_unix_nano, service_name, status_code, status_message)
+# New traces of a view's cycle, timestamped in the last minute.
+NEW_SPANS_SQL = f"""
+INSERT INTO otel_traces ({_VIEW_CYCLE_COLUMNS})
 SELECT now() - interval '1 minute' + s * interval '2 milliseconds' + i * interval '1 millisecond',
        md5('cycle' || %(cycle)s || '.' || i),
        left(md5('cycle' || %(cycle)s || '.' || i || '.' || s), 16),
        CASE WHEN s = 0 THEN NULL
             ELSE left(md5('cycle' || %(cycle)s || '.' || i || '.' || (s - 1) / 2), 16) END,
-       'GET /new', 2, 0, 1000000 * (s + 1), 'frontend', CASE WHEN i %% 33 = 0 THEN 2 ELSE 0 END, ''
-FROM generate_series(1, %(traces)s) AS i CROSS JOIN generate_series(0, 9) AS s
+       'GET /new', 2, 0, 1000000 * (s + 1), 'frontend',
+       CASE WHEN i %% {ERROR_EVERY} = 0 THEN 2 ELSE 0 END, ''
+FROM generate_series(1, %(traces)s) AS i CROSS JOIN generate_series(0, {SPANS_PER_TRACE - 1}) AS s
 """
 
 # Traces leaving the window, as time passes: the spans of the oldest traces in
@@ -68,13 +82,15 @@ WHERE trace_id IN (SELECT md5('trace' || t)
                    FROM generate_series(CAST(%(first)s AS integer), CAST(%(last)s AS integer)) AS t)
 """
 
-# Late spans of traces already in the view: an error arrives for 50 recent traces.
-LATE_SPANS_SQL = """
-INSERT INTO otel_traces ("timestamp", trace_id, span_id, parent_span_id, name, kind,
-    start_time_unix_nano, end_time_unix_nano, service_name, status_code, status_message)
+# Late spans of a view's cycle: an error, timestamped now, under the root span of
+# each of the LATE_SPANS newest loaded traces (traces 1.., the same ones every
+# cycle). Not the incremental cycles' late spans, which go to older traces picked
+# at random, in their trace's time (incremental.LATE_SPANS_OF_RANDOM_TRACES_SQL).
+LATE_SPANS_OF_NEWEST_TRACES_SQL = f"""
+INSERT INTO otel_traces ({_VIEW_CYCLE_COLUMNS})
 SELECT now(), md5('trace' || t), left(md5('late' || %(cycle)s || '.' || t), 16),
        left(md5(md5('trace' || t) || 0), 16), 'late.db', 3, 0, 1, 'inventory', 2, 'late error'
-FROM generate_series(1, 50) AS t
+FROM generate_series(1, {LATE_SPANS}) AS t
 """
 
 
@@ -200,7 +216,7 @@ def incremental_part(
     part["after_ingest"] = {"refresh_s": took, "refresh": outcome, "verify": check}
     part["boundary_band"] = session.add_boundary_band()
     part["twin_build_s"] = session.create_twin()
-    log(f"{args.incremental_cycles} steady-state cycles at {report.RATE:,} spans/s")
+    log(f"{args.incremental_cycles} steady-state cycles at {RATE:,} spans/s")
     part["cycles"] = session.cycles(args.incremental_cycles, label="steady cycle")
     part["cycle_refresh_s"] = incremental.median_refresh(part["cycles"])
     part["paired"] = incremental.paired(part["cycles"])
@@ -347,11 +363,11 @@ def run(args: argparse.Namespace) -> dict:
             conn.execute("ALTER SYSTEM SET autovacuum_naptime = '1s'")
             conn.execute("SELECT pg_reload_conf()")
             results["cycles_autovacuum_naptime"] = "1s"
-            new_traces = max(10, args.traces // 200)
+            new_traces = view_cycle_traces(args.traces)
             cycles = []
             for cycle in range(1, args.cycles + 1):
                 conn.execute(NEW_SPANS_SQL, {"cycle": cycle, "traces": new_traces})
-                conn.execute(LATE_SPANS_SQL, {"cycle": cycle})
+                conn.execute(LATE_SPANS_OF_NEWEST_TRACES_SQL, {"cycle": cycle})
                 oldest = args.traces - (cycle - 1) * new_traces
                 conn.execute(AGED_OUT_SQL, {"first": oldest - new_traces + 1, "last": oldest})
                 took = measure.seconds(
@@ -385,54 +401,6 @@ def run(args: argparse.Namespace) -> dict:
     return results
 
 
-def parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m bench``; its defaults are the README's too."""
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--traces", type=int, default=100_000, help="traces to generate (100,000 = about 1M spans)"
-    )
-    parser.add_argument("--listing-runs", type=int, default=1_000)
-    parser.add_argument("--live-runs", type=int, default=200)
-    parser.add_argument(
-        "--live-budget",
-        type=float,
-        default=900.0,
-        help="seconds the live listing queries may take in all, per query",
-    )
-    parser.add_argument("--rounds", type=int, default=3, help="alternated refresh rounds")
-    parser.add_argument("--cycles", type=int, default=30, help="the view's refresh cycles")
-    parser.add_argument(
-        "--stage-cycles",
-        type=int,
-        default=3,
-        help="incremental steady-state cycles at N/4 and N/2 (the median is the chart's point)",
-    )
-    parser.add_argument(
-        "--incremental-cycles", type=int, default=20, help="incremental steady-state cycles at N"
-    )
-    parser.add_argument(
-        "--rates",
-        type=lambda text: [int(r) for r in text.split(",") if r],
-        default=[2_000, 4_000, 8_000],
-        help="one more verified incremental cycle at each of these spans/s (2000,4000,8000), "
-        "where it replaces at most a quarter of the window",
-    )
-    parser.add_argument("--ingest-rounds", type=int, default=30, help="trigger on/off rounds")
-    parser.add_argument(
-        "--skip-live-listing",
-        action="store_true",
-        help="do not time the listing queries computed live (slow at large sizes)",
-    )
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    parser.add_argument("--keep", action="store_true", help="leave the cluster running")
-    parser.add_argument(
-        "--rewrite-report",
-        action="store_true",
-        help="run nothing: rewrite every result's .md, refresh.png and README.md from the JSON",
-    )
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
     command_line = parser()
     args = command_line.parse_args(argv)
@@ -446,12 +414,12 @@ def main(argv: list[str] | None = None) -> int:
         command_line.error("--traces must be at least 4, the rounds and cycles at least 1")
 
     if args.rewrite_report:
-        for path in report.rewrite(args.out, REFRESH_INTERVAL_SECONDS):
+        for path in output.rewrite(args.out, REFRESH_INTERVAL_SECONDS):
             print(f"wrote {path}")
         return 0
     results = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    paths = report.write(results, args.out)
+    paths = output.write(results, args.out)
     print(report.capacity_line(results, REFRESH_INTERVAL_SECONDS))
     print(report.incremental_line(results))
     for path in paths:

@@ -5,7 +5,7 @@ traces over the window, newest first), has 1 to 19 spans (10 on average) in a
 binary call tree over twelve services, and about 3 % of traces fail in their
 last span. Spans are inserted in chunks ordered by timestamp, oldest first,
 so they sit in the heap interleaved across traces as a collector writes them.
-A further 5 % of traces are older than the 7-day window.
+A further 5 % of traces are older than the window. bench/workload.py holds the numbers.
 """
 
 from __future__ import annotations
@@ -14,17 +14,20 @@ from collections.abc import Callable
 
 import psycopg
 
-SERVICES = (
-    "frontend", "checkout", "cart", "catalog", "payment", "shipping",
-    "inventory", "currency", "email", "auth", "recommendation", "ads",
-)  # fmt: skip
+from bench.workload import (
+    IN_WINDOW,
+    LOAD_CHUNK_TRACES,
+    LOADED_DAYS,
+    OLD_TRACE_DAYS,
+    OLD_TRACE_EVERY,
+    SERVICES,
+    SPAN_COLUMN_LIST,
+    span_tail_sql,
+)
 
 # %(lo)s..%(hi)s: the trace numbers of this chunk; %(n)s: all traces.
-CHUNK_SQL = """
-INSERT INTO otel_traces ("timestamp", trace_id, span_id, parent_span_id, name, kind,
-    start_time_unix_nano, end_time_unix_nano, service_name, service_version,
-    service_instance, scope_name, scope_version, status_code, status_message,
-    attributes, resource_attributes, events, links)
+CHUNK_SQL = f"""
+INSERT INTO otel_traces ({SPAN_COLUMN_LIST})
 SELECT
     tr.started + s * interval '3 milliseconds',
     tr.trace_id,
@@ -34,24 +37,14 @@ SELECT
     CASE WHEN s = 0 THEN 2 WHEN s %% 2 = 1 THEN 3 ELSE 2 END,
     tr.start_ns + s * 3000000,
     tr.start_ns + s * 3000000 + (20 - s) * 1500000 + (t %% 7) * 100000,
-    (%(services)s::text[])[1 + (t * 7 + s * 3) %% 12],
-    '1.4.2',
-    'pod-' || (t %% 50),
-    'io.opentelemetry.demo',
-    '1.0.0',
-    CASE WHEN t %% 33 = 0 AND s = tr.spans - 1 THEN 2 WHEN s %% 4 = 0 THEN 1 ELSE 0 END,
-    CASE WHEN t %% 33 = 0 AND s = tr.spans - 1 THEN 'deadline exceeded' ELSE '' END,
-    '{"http.method":"GET"}',
-    '{"k8s.namespace.name":"shop"}',
-    '[]',
-    '[]'
+    {span_tail_sql("t", "tr.spans - 1")}
 FROM generate_series(%(hi)s, %(lo)s, -1) AS t
 CROSS JOIN LATERAL (
     SELECT md5('trace' || t) AS trace_id,
            1 + (hashint4(t) & 2147483647) %% 19 AS spans,
-           CASE WHEN t %% 20 = 0
-                THEN now() - interval '8 days' - t * interval '1 millisecond'
-                ELSE now() - interval '6.9 days' * t / %(n)s END AS started
+           CASE WHEN t %% {OLD_TRACE_EVERY} = 0
+                THEN now() - interval '{OLD_TRACE_DAYS} days' - t * interval '1 millisecond'
+                ELSE now() - interval '{LOADED_DAYS} days' * t / %(n)s END AS started
 ) AS base
 CROSS JOIN LATERAL (
     SELECT base.*, CAST(extract(epoch FROM base.started) * 1e9 AS bigint) AS start_ns
@@ -67,7 +60,7 @@ def load_traces(
     last: int,
     total: int,
     progress: Callable[[int, int | None], None] | None = None,
-    chunk: int = 20_000,
+    chunk: int = LOAD_CHUNK_TRACES,
 ) -> None:
     """Insert traces ``first..last`` (of ``total``), oldest first, committing per chunk."""
     hi = last
@@ -81,7 +74,4 @@ def load_traces(
 
 
 def spans_in_window(conn: psycopg.Connection) -> int:
-    return conn.execute(
-        "SELECT count(*) FROM otel_traces WHERE \"timestamp\" > now() - interval '7 days' "
-        "AND trace_id <> ''"
-    ).fetchone()[0]
+    return conn.execute(f"SELECT count(*) FROM otel_traces WHERE {IN_WINDOW}").fetchone()[0]

@@ -35,30 +35,34 @@ from datetime import datetime
 
 import psycopg
 
-from bench import generate
-from bench.report import RATE
+from bench.workload import (
+    BAND_CHUNK_TRACES,
+    BAND_SECONDS,
+    LATE_SPANS,
+    LOADED_DAYS,
+    RATE,
+    ROWS_PER_STATEMENT,
+    SCOPE_NAME,
+    SCOPE_VERSION,
+    SERVICE_VERSION,
+    SERVICES,
+    SPAN_COLUMN_LIST,
+    SPANS_PER_TRACE,
+    span_tail_sql,
+)
 from cnpg_trace_summaries import summaries, view_mode
 from cnpg_trace_summaries.contract import (
     DIRTY_TABLE,
     REFRESH_INTERVAL_SECONDS,
     STATE_TABLE,
     SUMMARIES,
-    WINDOW_DAYS,
+    WINDOW,
 )
 
-SPANS_PER_TRACE = 10
-ROWS_PER_STATEMENT = 1_000
-LATE_SPANS = 50
-# Loaded traces start over the last 6.9 days (bench/generate.py).
-LOADED_DAYS = 6.9
-
-# Columns and values of one generated span, shared by the cycle's and the band's
-# statements: trace i of tag, span s (0 = root), starting at "started".
-_SPAN_COLUMNS = """("timestamp", trace_id, span_id, parent_span_id, name, kind,
-    start_time_unix_nano, end_time_unix_nano, service_name, service_version,
-    service_instance, scope_name, scope_version, status_code, status_message,
-    attributes, resource_attributes, events, links)"""
-_SPAN_VALUES = """started + s * interval '3 milliseconds',
+# The values of one generated span (in SPAN_COLUMN_LIST's order), shared by the
+# cycle's and the band's statements: trace i of tag, span s (0 = root), starting
+# at "started".
+_SPAN_VALUES = f"""started + s * interval '3 milliseconds',
     md5(%(tag)s || '.' || i),
     left(md5(%(tag)s || '.' || i || '.' || s), 16),
     CASE WHEN s = 0 THEN NULL ELSE left(md5(%(tag)s || '.' || i || '.' || ((s - 1) / 2)), 16) END,
@@ -66,15 +70,11 @@ _SPAN_VALUES = """started + s * interval '3 milliseconds',
     CASE WHEN s = 0 THEN 2 WHEN s %% 2 = 1 THEN 3 ELSE 2 END,
     CAST(extract(epoch FROM started) * 1e9 AS bigint) + s * 3000000,
     CAST(extract(epoch FROM started) * 1e9 AS bigint) + s * 3000000 + (20 - s) * 1500000,
-    (%(services)s::text[])[1 + (i * 7 + s * 3) %% 12],
-    '1.4.2', 'pod-' || (i %% 50), 'io.opentelemetry.demo', '1.0.0',
-    CASE WHEN i %% 33 = 0 AND s = 9 THEN 2 WHEN s %% 4 = 0 THEN 1 ELSE 0 END,
-    CASE WHEN i %% 33 = 0 AND s = 9 THEN 'deadline exceeded' ELSE '' END,
-    '{"http.method":"GET"}', '{"k8s.namespace.name":"shop"}', '[]', '[]'"""
+    {span_tail_sql("i", str(SPANS_PER_TRACE - 1))}"""
 
 # One 1,000-row INSERT: traces first..last of this cycle, 10 spans each, just now.
 NEW_TRACES_SQL = f"""
-INSERT INTO otel_traces {_SPAN_COLUMNS}
+INSERT INTO otel_traces ({SPAN_COLUMN_LIST})
 SELECT {_SPAN_VALUES}
 FROM generate_series(CAST(%(first)s AS integer), CAST(%(last)s AS integer)) AS i
 CROSS JOIN LATERAL (
@@ -86,7 +86,7 @@ CROSS JOIN generate_series(0, {SPANS_PER_TRACE - 1}) AS s
 # Traces just inside the window boundary, evenly spaced over the next
 # %(seconds)s seconds of it, %(gap)s seconds apart.
 BAND_SQL = f"""
-INSERT INTO otel_traces {_SPAN_COLUMNS}
+INSERT INTO otel_traces ({SPAN_COLUMN_LIST})
 SELECT {_SPAN_VALUES}
 FROM generate_series(CAST(%(first)s AS integer), CAST(%(last)s AS integer)) AS i
 CROSS JOIN LATERAL (
@@ -97,13 +97,14 @@ CROSS JOIN generate_series(0, {SPANS_PER_TRACE - 1}) AS s
 """
 
 # Late error spans of %(late)s older traces: traces picked at random among the
-# summaries whose last span came before this cycle, timestamped in their time.
-LATE_SPANS_SQL = f"""
-INSERT INTO otel_traces {_SPAN_COLUMNS}
+# summaries whose last span came before this cycle, timestamped in their time
+# (not the view's cycles' late spans: see __main__.LATE_SPANS_OF_NEWEST_TRACES_SQL).
+LATE_SPANS_OF_RANDOM_TRACES_SQL = f"""
+INSERT INTO otel_traces ({SPAN_COLUMN_LIST})
 SELECT o."timestamp" + g * interval '1 microsecond', o.trace_id,
        left(md5(%(tag)s || '.late.' || g), 16), o.root_span_id, 'late.db', 3,
        o.start_time_unix_nano + 1000, o.start_time_unix_nano + 2000000, 'inventory',
-       '1.4.2', 'pod-late', 'io.opentelemetry.demo', '1.0.0', 2, 'late error',
+       '{SERVICE_VERSION}', 'pod-late', '{SCOPE_NAME}', '{SCOPE_VERSION}', 2, 'late error',
        '{{}}', '{{}}', '[]', '[]'
 FROM generate_series(1, %(late)s) AS g
 CROSS JOIN LATERAL (
@@ -238,25 +239,25 @@ class Session:
         self.serial += 1
         return f"{kind}{self.serial}.{os.getpid()}"
 
-    def add_boundary_band(self, seconds: float = 3_600) -> dict:
+    def add_boundary_band(self, seconds: float = BAND_SECONDS) -> dict:
         """Spans just inside the window boundary, at the data's own density.
 
-        The loaded data ends 6.9 days back; this band fills the next ``seconds``
+        The loaded data ends LOADED_DAYS back; this band fills the next ``seconds``
         of the boundary's way, so that the real boundary, moving with the wall
         clock, crosses spans in every cycle. Then one refresh takes them in.
         """
         density = data_density(self.traces)
         traces = max(1, round(density * seconds / SPANS_PER_TRACE))
         start = self.conn.execute(
-            f"SELECT now() - interval '{WINDOW_DAYS} days' + interval '5 seconds'"
+            f"SELECT now() - interval '{WINDOW}' + interval '5 seconds'"
         ).fetchone()[0]
         gap = seconds / traces
         tag = self.tag("band")
-        for first in range(1, traces + 1, 10_000):
+        for first in range(1, traces + 1, BAND_CHUNK_TRACES):
             self.conn.execute(
                 BAND_SQL,
-                {"tag": tag, "first": first, "last": min(traces, first + 9_999),
-                 "start": start, "gap": gap, "services": list(generate.SERVICES)},
+                {"tag": tag, "first": first, "last": min(traces, first + BAND_CHUNK_TRACES - 1),
+                 "start": start, "gap": gap, "services": list(SERVICES)},
             )  # fmt: skip
         end = self.conn.execute(
             "SELECT CAST(%s AS timestamptz) + %s * interval '1 second'", (start, seconds + gap)
@@ -283,7 +284,7 @@ class Session:
         new_traces = new_spans // SPANS_PER_TRACE
         per_statement = ROWS_PER_STATEMENT // SPANS_PER_TRACE
         tag = self.tag("cycle")
-        services = list(generate.SERVICES)
+        services = list(SERVICES)
         started = time.perf_counter()
         statements = 0
         for first in range(1, new_traces + 1, per_statement):
@@ -296,7 +297,7 @@ class Session:
 
         started = time.perf_counter()
         late = conn.execute(
-            LATE_SPANS_SQL, {"tag": tag, "late": LATE_SPANS, "before": before}
+            LATE_SPANS_OF_RANDOM_TRACES_SQL, {"tag": tag, "late": LATE_SPANS, "before": before}
         ).rowcount
         late_s = time.perf_counter() - started
 

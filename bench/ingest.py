@@ -33,13 +33,18 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg import sql
 
-from bench.generate import SERVICES
-from bench.incremental import ROWS_PER_STATEMENT, SPANS_PER_TRACE
-from cnpg_trace_summaries.contract import CAPTURE_TRIGGERS, SPAN_COLUMNS, TRACES_TABLE
+from bench.workload import (
+    INGEST_SINGLE_ROWS,
+    INGEST_STATEMENTS,
+    ROWS_PER_STATEMENT,
+    SPAN_COLUMN_LIST,
+    SPANS_PER_TRACE,
+    span_tail,
+)
+from cnpg_trace_summaries.contract import CAPTURE_TRIGGERS, TRACES_TABLE
 
 KINDS = ("insert", "copy", "single")
 ARMS = ("enabled", "disabled")
-_COLUMN_LIST = ", ".join(f'"{c}"' for c in SPAN_COLUMNS)
 
 
 def span_rows(tag: str, traces: int, now: datetime) -> list[tuple]:
@@ -52,7 +57,6 @@ def span_rows(tag: str, traces: int, now: datetime) -> list[tuple]:
         for s in range(SPANS_PER_TRACE):
             span_id = hashlib.md5(f"{trace_id}.{s}".encode()).hexdigest()[:16]
             parent = None if s == 0 else hashlib.md5(f"{trace_id}.{(s - 1) // 2}".encode())
-            error = i % 33 == 0 and s == SPANS_PER_TRACE - 1
             rows.append((
                 (started + timedelta(milliseconds=3 * s)).isoformat(),
                 trace_id,
@@ -62,17 +66,7 @@ def span_rows(tag: str, traces: int, now: datetime) -> list[tuple]:
                 2 if s == 0 or s % 2 == 0 else 3,
                 start_ns + s * 3_000_000,
                 start_ns + s * 3_000_000 + (20 - s) * 1_500_000,
-                SERVICES[(i * 7 + s * 3) % 12],
-                "1.4.2",
-                f"pod-{i % 50}",
-                "io.opentelemetry.demo",
-                "1.0.0",
-                2 if error else (1 if s % 4 == 0 else 0),
-                "deadline exceeded" if error else "",
-                '{"http.method":"GET"}',
-                '{"k8s.namespace.name":"shop"}',
-                "[]",
-                "[]",
+                *span_tail(i, s, SPANS_PER_TRACE - 1),
             ))  # fmt: skip
     return rows
 
@@ -81,7 +75,7 @@ def insert_statement(rows: list[tuple]) -> str:
     values = ",\n".join(
         "(" + ", ".join(sql.Literal(v).as_string(None) for v in row) + ")" for row in rows
     )
-    return f"INSERT INTO {TRACES_TABLE} ({_COLUMN_LIST}) VALUES\n{values}"
+    return f"INSERT INTO {TRACES_TABLE} ({SPAN_COLUMN_LIST}) VALUES\n{values}"
 
 
 def copy_data(rows: list[tuple]) -> bytes:
@@ -124,7 +118,7 @@ class Block:
         def copies() -> None:
             with conn.cursor() as cur:
                 for data in self.payload:
-                    with cur.copy(f"COPY {TRACES_TABLE} ({_COLUMN_LIST}) FROM STDIN") as copy:
+                    with cur.copy(f"COPY {TRACES_TABLE} ({SPAN_COLUMN_LIST}) FROM STDIN") as copy:
                         copy.write(data)
 
         return _timed(copies if self.kind == "copy" else statements) / self.spans
@@ -138,8 +132,8 @@ def _set_trigger(conn: psycopg.Connection, enabled: bool) -> None:
 def measure(
     conn: psycopg.Connection,
     rounds: int,
-    statements: int = 5,
-    single_rows: int = 50,
+    statements: int = INGEST_STATEMENTS,
+    single_rows: int = INGEST_SINGLE_ROWS,
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Alternated, paired blocks of both arms per way; medians; every row written removed."""

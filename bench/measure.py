@@ -8,9 +8,8 @@ from collections.abc import Callable, Iterable
 
 import psycopg
 
+from bench.workload import IN_WINDOW
 from cnpg_trace_summaries.contract import SUMMARIES
-
-WINDOW_PREDICATE = "\"timestamp\" > now() - interval '7 days' AND trace_id <> ''"
 
 TIME_RANGE_QUERY = (
     "SELECT * FROM {source} WHERE timestamp > NOW() - INTERVAL '1 hour' "
@@ -42,14 +41,14 @@ SELECT trace_id,
        count(*) AS span_count,
        count(*) FILTER (WHERE status_code = 2) AS error_count
 FROM otel_traces
-WHERE {WINDOW_PREDICATE}
+WHERE {IN_WINDOW}
 GROUP BY trace_id
 """
 
 FLOOR_QUERY = (
     "SELECT trace_id, span_id, parent_span_id, name, kind, start_time_unix_nano, "
     f'end_time_unix_nano, service_name, status_code, status_message, "timestamp" '
-    f"FROM otel_traces WHERE {WINDOW_PREDICATE}"
+    f"FROM otel_traces WHERE {IN_WINDOW}"
 )
 
 

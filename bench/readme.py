@@ -10,8 +10,9 @@ import textwrap
 from pathlib import Path
 
 from bench import report
-from bench.__main__ import parser
-from bench.report import RATE, duration, spans_m
+from bench.command_line import parser
+from bench.report import duration, spans_m
+from bench.workload import RATE
 from cnpg_trace_summaries.contract import REFRESH_INTERVAL_SECONDS, WINDOW_DAYS
 
 # 604.8M spans: 1,000 spans/s for 7 days

@@ -6,7 +6,8 @@ import json
 import statistics
 from pathlib import Path
 
-from cnpg_trace_summaries.contract import REFRESH_INTERVAL_SECONDS
+from bench.workload import LATE_SPANS, RATE
+from cnpg_trace_summaries.contract import REFRESH_INTERVAL_SECONDS, WINDOW_DAYS
 
 
 def label(results: dict) -> str:
@@ -35,8 +36,8 @@ def capacity_line(results: dict, schedule_seconds: float) -> str:
     cap = capacity(results, schedule_seconds)
     server = results["server"]
     return (
-        f"capacity: about {cap['spans_within_schedule'] / 1e6:.1f}M spans in the 7-day window "
-        f"refresh concurrently within the {schedule_seconds:.0f}s schedule "
+        f"capacity: about {cap['spans_within_schedule'] / 1e6:.1f}M spans in the {WINDOW_DAYS}-day "
+        f"window refresh concurrently within the {schedule_seconds:.0f}s schedule "
         f"({cap['spans_within_half_schedule'] / 1e6:.1f}M with half the schedule to spare), "
         f"measured at up to {results['spans_in_window'] / 1e6:.2f}M spans on "
         f"{server['cpu_cores']} cores, PostgreSQL {server['server_version']}, "
@@ -109,9 +110,9 @@ def markdown(results: dict, schedule_seconds: float) -> str:
         f"## View size over {len(cycles)} refresh cycles "
         "(new, late and aged-out spans between them)",
         "",
-        "Each cycle: new traces arrive, 50 traces get a late error span, as many of the oldest "
-        "traces leave the window as arrived, then a concurrent refresh. The cycles run back to "
-        "back, so autovacuum_naptime is scaled down with them "
+        f"Each cycle: new traces arrive, {LATE_SPANS} traces get a late error span, as many of "
+        "the oldest traces leave the window as arrived, then a concurrent refresh. The cycles "
+        "run back to back, so autovacuum_naptime is scaled down with them "
         f"(to {results.get('cycles_autovacuum_naptime', '60s (default)')}).",
         "",
         "| | after migration | after cycle 1 | after last cycle |",
@@ -142,7 +143,6 @@ def markdown(results: dict, schedule_seconds: float) -> str:
 
 
 # -- the incremental mode ----------------------------------------------------------------
-RATE = 1_000  # spans per second of the steady state
 TARGET_RATIO = 20
 TARGET_FLATNESS = 1.5
 TARGET_OVERHEAD_PCT = 10
@@ -496,7 +496,7 @@ def chart(out: Path, schedule_seconds: float) -> Path | None:
     axis.set_yscale("log")
     axis.set_xlim(left=0)
     server = runs[-1]["server"]
-    axis.set_xlabel("spans in the 7-day window (millions)")
+    axis.set_xlabel(f"spans in the {WINDOW_DAYS}-day window (millions)")
     axis.set_ylabel("refresh time (s, log scale)")
     axis.set_title(
         f"otel_trace_summaries refresh time, both modes — {server['cpu_cores']} cores, "
@@ -619,24 +619,3 @@ def rates(run: dict) -> list[dict]:
             "rate_filling_schedule": rate * REFRESH_INTERVAL_SECONDS / refresh,
         })  # fmt: skip
     return found
-
-
-def rewrite(out: Path, schedule_seconds: float = REFRESH_INTERVAL_SECONDS) -> list[Path]:
-    """Every result's Markdown, the chart and README.md again, from the JSON files in ``out``."""
-    from bench import readme  # it reads this module's tables
-
-    paths = []
-    for run in load_runs(out):
-        path = out / f"{label(run)}.md"
-        path.write_text(markdown(run, schedule_seconds))
-        paths.append(path)
-    return [*paths, chart(out, schedule_seconds), readme.write(out, schedule_seconds)]
-
-
-def write(
-    results: dict, out: Path, schedule_seconds: float = REFRESH_INTERVAL_SECONDS
-) -> list[Path]:
-    """This run's JSON, then every result's Markdown, the chart and README.md (:func:`rewrite`)."""
-    json_path = out / f"{label(results)}.json"
-    json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    return [json_path, *rewrite(out, schedule_seconds)]
