@@ -164,16 +164,21 @@ def code_facts() -> dict:
 
     package = ROOT / "src" / "cnpg_trace_summaries"
     everything = hashlib.sha256()
-    for path in sorted([*package.glob("*.py"), *(ROOT / "alembic").rglob("*.py")]):
+    for path in sorted([*package.rglob("*.py"), *(ROOT / "alembic").rglob("*.py")]):
         everything.update(path.read_bytes())
     return {
         "commit": git("rev-parse", "HEAD"),
         "uncommitted_changes": bool(git("status", "--porcelain", "--", "src", "alembic", "bench")),
         "incremental_mode_sha256": hashlib.sha256(
-            (package / "incremental_mode.py").read_bytes()
+            (package / INCREMENTAL_SQL).read_bytes()
         ).hexdigest()[:16],
+        "incremental_mode_file": INCREMENTAL_SQL,
         "src_and_alembic_sha256": everything.hexdigest()[:16],
     }
+
+
+# The incremental mode's SQL, whose hash each result records.
+INCREMENTAL_SQL = "sql/incremental.py"
 
 
 def incremental_stage(

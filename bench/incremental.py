@@ -24,6 +24,7 @@ second, replayed as fast as the server goes (the cycles run back to back):
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import statistics
@@ -50,7 +51,7 @@ from bench.workload import (
     SPANS_PER_TRACE,
     span_tail_sql,
 )
-from cnpg_trace_summaries import summaries, view_mode
+from cnpg_trace_summaries import summaries
 from cnpg_trace_summaries.contract import (
     DIRTY_TABLE,
     REFRESH_INTERVAL_SECONDS,
@@ -58,6 +59,10 @@ from cnpg_trace_summaries.contract import (
     SUMMARIES,
     WINDOW,
 )
+from cnpg_trace_summaries.place import Place
+from cnpg_trace_summaries.sql.common import STORAGE, create_indexes
+from cnpg_trace_summaries.sql.render import for_schema, qualified
+from cnpg_trace_summaries.sql.summary import window_query
 
 # The values of one generated span (in SPAN_COLUMN_LIST's order), shared by the
 # cycle's and the band's statements: trace i of tag, span s (0 = root), starting
@@ -132,14 +137,12 @@ WHERE "timestamp" > %(floor)s
 # the same data and the same load on the machine. Dropped before switching back.
 TWIN = "bench_view_twin"
 
-SWITCHED = re.compile(r"built beside the old one in ([\d.]+)s, swapped in (\d+) ms")
-
 
 def switch(url: str, mode: str) -> dict:
     """``trace-summaries switch <mode>``, timed; the build and swap times it prints."""
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "cnpg_trace_summaries.cli", "switch", mode],
+        [sys.executable, "-m", "cnpg_trace_summaries.cli", "switch", mode, "--json"],
         env=dict(os.environ, DATABASE_URL=url),
         capture_output=True,
         text=True,
@@ -148,14 +151,12 @@ def switch(url: str, mode: str) -> dict:
     wall = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(f"trace-summaries switch {mode} failed: {result.stderr.strip()}")
-    found = SWITCHED.search(result.stdout)
-    if not found:
-        raise RuntimeError(f"unexpected output of trace-summaries switch: {result.stdout!r}")
+    report = json.loads(result.stdout)
     return {
         "to": mode,
         "command_s": wall,
-        "build_s": float(found.group(1)),
-        "swap_ms": int(found.group(2)),
+        "build_s": report["build_seconds"],
+        "swap_ms": round(report["swap_seconds"] * 1000),
         "output": result.stdout.strip(),
     }
 
@@ -167,14 +168,22 @@ def unschedule(conn: psycopg.Connection) -> None:
     )
 
 
+SCHEMA = "public"
+
+
 def data_density(traces: int) -> float:
     """Spans per second of timestamps in the loaded data (about 10 spans per trace)."""
     return traces * SPANS_PER_TRACE / (LOADED_DAYS * 86_400)
 
 
+def here(conn: psycopg.Connection) -> Place:
+    """``conn`` as the package's functions take it: the benchmark's summaries are in public."""
+    return Place(conn, SCHEMA)
+
+
 def refresh(conn: psycopg.Connection, *, full: bool = False) -> tuple[float, dict]:
     """One ``CALL otel_trace_summaries_refresh()`` (summaries.refresh): seconds and its outcome."""
-    outcome = summaries.refresh(conn, full=full)
+    outcome = summaries.refresh(here(conn), full=full)
     if not outcome.refreshed:
         raise RuntimeError(f"the refresh did not run: {outcome.detail}")
     return outcome.seconds, outcome.detail
@@ -183,7 +192,7 @@ def refresh(conn: psycopg.Connection, *, full: bool = False) -> tuple[float, dic
 def verify(conn: psycopg.Connection) -> dict:
     """The table against its definition at one snapshot (summaries.verify), timed."""
     started = time.perf_counter()
-    result = summaries.verify(conn)
+    result = summaries.verify(here(conn))
     return {
         "exact": bool(result.exact and result.pending_keys == 0),
         "rows": result.rows,
@@ -223,11 +232,12 @@ class Session:
         """The view, under another name, beside the incremental table: see :data:`TWIN`."""
         started = time.perf_counter()
         for statement in (
-            view_mode.create_view(TWIN),
-            *view_mode.create_indexes(TWIN, "_twin"),
-            f"ANALYZE {TWIN}",
+            f"CREATE MATERIALIZED VIEW {qualified(TWIN)} WITH {STORAGE} AS "
+            f"{window_query()} WITH DATA",
+            *create_indexes(TWIN, "_twin"),
+            f"ANALYZE {qualified(TWIN)}",
         ):
-            self.conn.execute(statement)
+            self.conn.execute(for_schema(statement, SCHEMA))
         self.twin = True
         return time.perf_counter() - started
 

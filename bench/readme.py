@@ -72,7 +72,7 @@ scaled down to 1 s for these compressed cycles, and stays so for the incremental
 3. Full rebuild, `CALL otel_trace_summaries_refresh(full_rebuild => true)`: once over the
    exact table (no row changes, none rewritten) and once after `TRUNCATE` of the summaries
    table (every row written); with the number of trace_id ranges it committed one by one.
-   Both with the code named in the result file (commit and incremental_mode.py's hash).
+   Both with the code named in the result file (commit and the hash of the incremental mode's SQL).
 4. Ingest overhead of the capture trigger (`bench/ingest.py`), with the insert trigger
    enabled and disabled (`ALTER TABLE otel_traces ENABLE/DISABLE TRIGGER`, outside the
    clock). Three ways of writing: `INSERT` statements of 1,000 rows, `COPY ... FROM STDIN`
@@ -109,7 +109,7 @@ replayed back to back (`bench/incremental.py`):
 * `CALL otel_trace_summaries_refresh()`, timed from the client: **the figure**;
 * right after it, `cnpg_trace_summaries.summaries.verify()` (what `trace-summaries verify`
   runs): in one REPEATABLE READ snapshot, the table against the definition
-  (`summary_sql.window_query`) at the stored window boundary, `EXCEPT ALL` both ways. A
+  (`sql.summary.window_query`) at the stored window boundary, `EXCEPT ALL` both ways. A
   cycle passes when both differences are 0 and no change is pending;
 * then `REFRESH MATERIALIZED VIEW CONCURRENTLY` of **the view's twin**: the view's
   definition, storage and indexes under another name (`bench_view_twin`), built beside the

@@ -271,7 +271,8 @@ def code_changed(results: dict) -> str:
         return ""
     return (
         f"src/ or alembic/ changed during the run (at its end: commit {end['commit'][:12]}, "
-        f"incremental_mode.py sha256 {end['incremental_mode_sha256']}); every `trace-summaries "
+        f"{end.get('incremental_mode_file', 'incremental_mode.py')} sha256 "
+        f"{end['incremental_mode_sha256']}); every `trace-summaries "
         "switch` and `alembic` command ran the code of its moment. "
     )
 
@@ -293,7 +294,8 @@ def incremental_markdown(results: dict) -> list[str]:
         "",
         f"Code: commit {code.get('commit', '?')[:12]}"
         f"{' with uncommitted changes' if code.get('uncommitted_changes') else ''}, "
-        f"incremental_mode.py sha256 {code.get('incremental_mode_sha256', '?')}. "
+        f"{code.get('incremental_mode_file', 'incremental_mode.py')} sha256 "
+        f"{code.get('incremental_mode_sha256', '?')}. "
         + code_changed(results)
         + "Method: bench/results/README.md.",
         "",

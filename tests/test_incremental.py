@@ -20,6 +20,7 @@ from cnpg_trace_summaries.contract import (
     CAPTURE_TRIGGERS,
     DIRTY_TABLE,
     MODES,
+    REBUILD_PROCEDURE,
     REFRESH_FUNCTION,
     STAGING_TABLE,
     STATE_TABLE,
@@ -42,7 +43,7 @@ from tests.support.incremental import (
     refresh,
     traces_sql,
 )
-from tests.support.processes import wait_until_gone
+from tests.support.processes import wait_for, wait_until_gone
 from tests.support.revisions import FIRST, HEAD
 from tests.support.roles import ROLE_PASSWORD, grant, login_role
 from tests.support.sessions import Background
@@ -158,6 +159,41 @@ def test_two_refreshers_at_once_one_skips_and_the_data_stays_exact(inc, conn):
     assert first.join()["refreshed"]
     assert_exact(conn)
     assert refresh(conn)["refreshed"]  # the lock was released with the first one's commit
+
+
+CLAIM_SQL = f"""
+UPDATE {STATE_TABLE} SET rebuilding_pid = a.pid, rebuilding_since = a.query_start
+FROM pg_stat_activity AS a WHERE a.pid = %s
+"""
+
+
+def test_between_the_transactions_of_a_full_rebuild_its_claim_keeps_other_refreshers_off(inc, conn):
+    """A full rebuild holds the refresh lock only inside each of its transactions; the
+    claim it leaves in the state row holds while its statement runs, and no longer."""
+    with_traces(conn, "t", 20)
+    conn.execute("UPDATE otel_traces SET kind = 5 WHERE trace_id = 't000003'")
+    sleeper = Background(inc, lambda c: c.execute("SELECT pg_sleep(60)"))
+    try:
+        running = "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND query LIKE '%%pg_sleep%%'"
+        wait_for(inc, f"{running} AND state = 'active'", (sleeper.pid,), what="the sleep")
+        conn.execute(CLAIM_SQL, (sleeper.pid,))
+        outcome = refresh(conn)
+        assert (outcome["refreshed"], outcome["reason"]) == (
+            False, f"a full rebuild (pid {sleeper.pid}) is running"
+        )  # fmt: skip
+        assert refresh(conn, full=True)["reason"] == outcome["reason"]
+        with pytest.raises(
+            psycopg.errors.LockNotAvailable, match=f"by pid {sleeper.pid} is running"
+        ):
+            conn.execute(f"CALL {REBUILD_PROCEDURE}('{SUMMARIES}', 'asked', NULL)")
+        assert compare(conn, with_rows=False).pending == 1  # nothing was claimed
+    finally:
+        inc.execute("SELECT pg_cancel_backend(%s)", (sleeper.pid,))
+        sleeper.wait()
+    # The statement ended (its session lives on, idle): the claim is stale.
+    assert refresh(conn)["refreshed"]
+    assert_exact(conn)
+    sleeper.conn.close()
 
 
 def test_a_refresh_neither_waits_for_writers_holding_row_locks_nor_loses_their_keys(inc, conn):

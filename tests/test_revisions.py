@@ -27,12 +27,14 @@ from tests.support.revisions import FIRST, HEAD
 
 VERSIONS = ROOT / "alembic/versions"
 GOLDEN = ROOT / "tests/golden"
-# What a revision may import: the migration tools, and the package's stable mechanics.
+# What a revision may import: the standard library it needs, the migration tools, and the
+# package's stable mechanics.
 REVISION_IMPORTS = {
     "collections.abc",
     "alembic",
     "sqlalchemy",
     "logging",
+    "time",
     "cnpg_trace_summaries.migration_api",
 }
 

@@ -286,7 +286,7 @@ END
 $in_schema$"""
 
 INSTALL = {
-    'view': (
+    "view": (
         r"""/* cnpg-trace-summaries: build the materialized view otel_trace_summaries and its indexes */
 DO $in_schema$
 DECLARE
@@ -494,7 +494,7 @@ BEGIN
         last_refresh_full := CASE state.last_refresh_kind WHEN 'full' THEN 1 WHEN 'incremental' THEN 0 END;
         backlog_traces := (SELECT count(*) FROM (SELECT 1 FROM %1$I.otel_trace_summaries_dirty
                                                   LIMIT 10000) AS queued);
-        capture_enabled := CASE WHEN CASE WHEN store = 'hypertable' THEN EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_insert' AND strpos('OA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_update' AND strpos('OA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_truncate' AND strpos('A', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_row_insert' AND strpos('RA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_row_update' AND strpos('RA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_row_delete' AND strpos('A', CAST(tgenabled AS text)) > 0)
+        capture_enabled := CASE WHEN CASE WHEN store = 'hypertable' THEN EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_insert' AND strpos('OA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_update' AND strpos('OA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_truncate' AND strpos('A', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_row_delete' AND strpos('OA', CAST(tgenabled AS text)) > 0)
              ELSE EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_insert' AND strpos('OA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_update' AND strpos('OA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_delete' AND strpos('OA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_truncate' AND strpos('A', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_row_insert' AND strpos('RA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_row_update' AND strpos('RA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_row_delete' AND strpos('RA', CAST(tgenabled AS text)) > 0) END THEN 1 ELSE 0 END;
         rebuild_pending := CASE WHEN state IS NULL OR state.window_boundary IS NULL
                                      OR state.rebuild_requested IS NOT NULL THEN 1 ELSE 0 END;
@@ -540,7 +540,7 @@ BEGIN
 END
 $in_schema$""",
     ),
-    'incremental': (
+    "incremental": (
         r"""/* cnpg-trace-summaries: create the table otel_trace_summaries (incremental mode) and its indexes */
 DO $in_schema$
 DECLARE
@@ -670,6 +670,8 @@ WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 20000,
     children jsonb,
     rebuild_requested text,
     rebuild_requested_at timestamptz,
+    rebuilding_pid integer,
+    rebuilding_since timestamptz,
     full_refresh_above bigint,
     rows_per_rebuild_range bigint CHECK (rows_per_rebuild_range > 0),
     spans_per_rebuild_slice bigint CHECK (spans_per_rebuild_slice > 0),
@@ -1027,39 +1029,37 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'Refresh as the role that installed the summaries (their owner).';
     END IF;
-    IF NOT pg_try_advisory_lock(7362002, hashtext(%1$L)) THEN
-        RAISE EXCEPTION 'another refresher of %%.otel_trace_summaries holds the refresh lock', quote_ident(%1$L)
+    PERFORM pg_advisory_xact_lock(7362002, hashtext(%1$L));
+    -- otel_traces before the state row, as a TRUNCATE takes them
+    LOCK TABLE ONLY %1$I.otel_traces IN ACCESS SHARE MODE;
+    INSERT INTO %1$I.otel_trace_summaries_state DEFAULT VALUES ON CONFLICT DO NOTHING;
+    SELECT * INTO state FROM %1$I.otel_trace_summaries_state FOR UPDATE;
+    IF (state.rebuilding_pid IS NOT NULL AND EXISTS (
+            SELECT 1 FROM pg_stat_activity AS a
+            WHERE a.pid = state.rebuilding_pid AND a.pid <> pg_backend_pid()
+              AND (a.query_start IS NULL
+                   OR (a.state = 'active' AND a.query_start = state.rebuilding_since)))) THEN
+        RAISE EXCEPTION 'a full rebuild of %%.otel_trace_summaries by pid %% is running (since %%)',
+                quote_ident(%1$L), state.rebuilding_pid, state.rebuilding_since
             USING ERRCODE = 'lock_not_available', HINT = 'Try again when it is done.';
     END IF;
-    BEGIN
-        -- otel_traces before the state row, as a TRUNCATE takes them
-        LOCK TABLE ONLY %1$I.otel_traces IN ACCESS SHARE MODE;
-        INSERT INTO %1$I.otel_trace_summaries_state DEFAULT VALUES ON CONFLICT DO NOTHING;
-        SELECT * INTO state FROM %1$I.otel_trace_summaries_state FOR UPDATE;
-        boundary := greatest((now() AT TIME ZONE 'UTC' - interval '7 days') AT TIME ZONE 'UTC', state.window_boundary);
-        children := %1$I.otel_trace_summaries_children(NULL, boundary)->'snapshot';
-        DELETE FROM %1$I.otel_trace_summaries_dirty;
-        TRUNCATE %1$I.otel_trace_summaries_rebuild;
-        UPDATE %1$I.otel_trace_summaries_state
-        SET window_boundary = boundary, children = children,
-            rebuild_requested = coalesce(rebuild_requested,
-                format('a full rebuild started at %%s has not finished (%%s)', started, reason)),
-            rebuild_requested_at = coalesce(rebuild_requested_at, started);
-    EXCEPTION WHEN OTHERS OR query_canceled THEN
-        PERFORM pg_advisory_unlock(7362002, hashtext(%1$L));
-        RAISE;
-    END;
+    boundary := greatest((now() AT TIME ZONE 'UTC' - interval '7 days') AT TIME ZONE 'UTC', state.window_boundary);
+    children := %1$I.otel_trace_summaries_children(NULL, boundary)->'snapshot';
+    DELETE FROM %1$I.otel_trace_summaries_dirty;
+    TRUNCATE %1$I.otel_trace_summaries_rebuild;
+    UPDATE %1$I.otel_trace_summaries_state
+    SET window_boundary = boundary, children = children,
+        rebuilding_pid = pg_backend_pid(), rebuilding_since = (SELECT query_start FROM pg_stat_activity WHERE pid = pg_backend_pid()),
+        rebuild_requested = coalesce(rebuild_requested,
+            format('a full rebuild started at %%s has not finished (%%s)', started, reason)),
+        rebuild_requested_at = coalesce(rebuild_requested_at, started);
     COMMIT;
     PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
     low_time := boundary;
     LOOP
         step_started := clock_timestamp();
-        BEGIN
-            step := %1$I.otel_trace_summaries_rebuild_slice(low_time, coalesce(state.spans_per_rebuild_slice, 1000000));
-        EXCEPTION WHEN OTHERS OR query_canceled THEN
-            PERFORM pg_advisory_unlock(7362002, hashtext(%1$L));
-            RAISE;
-        END;
+        PERFORM pg_advisory_xact_lock(7362002, hashtext(%1$L));
+        step := %1$I.otel_trace_summaries_rebuild_slice(low_time, coalesce(state.spans_per_rebuild_slice, 1000000));
         COMMIT;
         PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
         slices := slices || jsonb_build_array(step || jsonb_build_object(
@@ -1070,12 +1070,8 @@ BEGIN
     low_id := NULL;
     LOOP
         step_started := clock_timestamp();
-        BEGIN
-            step := %1$I.otel_trace_summaries_rebuild_range(target, low_id, coalesce(state.rows_per_rebuild_range, 100000));
-        EXCEPTION WHEN OTHERS OR query_canceled THEN
-            PERFORM pg_advisory_unlock(7362002, hashtext(%1$L));
-            RAISE;
-        END;
+        PERFORM pg_advisory_xact_lock(7362002, hashtext(%1$L));
+        step := %1$I.otel_trace_summaries_rebuild_range(target, low_id, coalesce(state.rows_per_rebuild_range, 100000));
         COMMIT;
         PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
         ranges := ranges || jsonb_build_array(step || jsonb_build_object(
@@ -1089,24 +1085,21 @@ BEGIN
         'spans', (SELECT coalesce(sum(CAST(s->>'spans' AS bigint)), 0) FROM jsonb_array_elements(slices) AS s),
         'slices', jsonb_array_length(slices), 'ranges', jsonb_array_length(ranges),
         'steps', slices || ranges);
-    BEGIN
-        TRUNCATE %1$I.otel_trace_summaries_rebuild;
-        UPDATE %1$I.otel_trace_summaries_state
-        SET rebuild_requested = NULL, rebuild_requested_at = NULL, last_full_refresh_at = clock_timestamp(),
-            last_refresh_at = clock_timestamp(), last_refresh_kind = 'full',
-            last_refresh_seconds = extract(epoch FROM clock_timestamp() - started),
-            last_refresh_keys = CAST(outcome->>'upserted' AS bigint),
-            last_refresh_upserted = CAST(outcome->>'upserted' AS bigint),
-            last_refresh_deleted = CAST(outcome->>'deleted' AS bigint),
-            skips_since_refresh = 0
-        WHERE rebuild_requested_at IS NULL OR rebuild_requested_at <= started;
-    EXCEPTION WHEN OTHERS OR query_canceled THEN
-        PERFORM pg_advisory_unlock(7362002, hashtext(%1$L));
-        RAISE;
-    END;
+    PERFORM pg_advisory_xact_lock(7362002, hashtext(%1$L));
+    TRUNCATE %1$I.otel_trace_summaries_rebuild;
+    UPDATE %1$I.otel_trace_summaries_state
+    SET rebuild_requested = NULL, rebuild_requested_at = NULL, last_full_refresh_at = clock_timestamp(),
+        last_refresh_at = clock_timestamp(), last_refresh_kind = 'full',
+        last_refresh_seconds = extract(epoch FROM clock_timestamp() - started),
+        last_refresh_keys = CAST(outcome->>'upserted' AS bigint),
+        last_refresh_upserted = CAST(outcome->>'upserted' AS bigint),
+        last_refresh_deleted = CAST(outcome->>'deleted' AS bigint),
+        skips_since_refresh = 0
+    WHERE rebuild_requested_at IS NULL OR rebuild_requested_at <= started;
+    UPDATE %1$I.otel_trace_summaries_state SET rebuilding_pid = NULL, rebuilding_since = NULL
+    WHERE rebuilding_pid = pg_backend_pid();
     COMMIT;
     PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
-    PERFORM pg_advisory_unlock(7362002, hashtext(%1$L));
     outcome := outcome || jsonb_build_object('seconds', extract(epoch FROM clock_timestamp() - started));
 END
 $cnpg_trace_summaries_body_longer_than_any_postgresql_identifier_can_be$$template$, target);
@@ -1170,6 +1163,18 @@ BEGIN
     LOCK TABLE ONLY %1$I.otel_traces IN ACCESS SHARE MODE;
     INSERT INTO %1$I.otel_trace_summaries_state DEFAULT VALUES ON CONFLICT DO NOTHING;
     SELECT * INTO state FROM %1$I.otel_trace_summaries_state FOR UPDATE;
+    IF (state.rebuilding_pid IS NOT NULL AND EXISTS (
+            SELECT 1 FROM pg_stat_activity AS a
+            WHERE a.pid = state.rebuilding_pid AND a.pid <> pg_backend_pid()
+              AND (a.query_start IS NULL
+                   OR (a.state = 'active' AND a.query_start = state.rebuilding_since)))) THEN  -- a full rebuild runs, between two of its transactions
+        UPDATE %1$I.otel_trace_summaries_state
+        SET last_skip_at = clock_timestamp(), skips_since_refresh = skips_since_refresh + 1,
+            last_skip_reason = format('a full rebuild (pid %%s) was running', state.rebuilding_pid);
+        outcome := jsonb_build_object('refreshed', false, 'reason',
+                                      format('a full rebuild (pid %%s) is running', state.rebuilding_pid));
+        RETURN;
+    END IF;
     boundary := greatest((now() AT TIME ZONE 'UTC' - interval '7 days') AT TIME ZONE 'UTC', state.window_boundary);
     changes := %1$I.otel_trace_summaries_children(state.children, state.window_boundary);
     summaries := (SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = CAST(format('%%I.%%I', %1$L, 'otel_trace_summaries') AS regclass));
@@ -1247,12 +1252,7 @@ BEGIN
             EXECUTE format($template$CREATE TRIGGER otel_trace_summaries_capture_update AFTER UPDATE ON %1$I.otel_traces REFERENCING OLD TABLE AS captured_old NEW TABLE AS captured_new FOR EACH STATEMENT EXECUTE FUNCTION %1$I.otel_trace_summaries_capture()$template$, target);
             EXECUTE format($template$CREATE TRIGGER otel_trace_summaries_capture_truncate AFTER TRUNCATE ON %1$I.otel_traces FOR EACH STATEMENT EXECUTE FUNCTION %1$I.otel_trace_summaries_truncated()$template$, target);
             EXECUTE format($template$ALTER TABLE %1$I.otel_traces ENABLE ALWAYS TRIGGER otel_trace_summaries_capture_truncate$template$, target);
-            EXECUTE format($template$CREATE TRIGGER otel_trace_summaries_capture_row_insert AFTER INSERT ON %1$I.otel_traces FOR EACH ROW EXECUTE FUNCTION %1$I.otel_trace_summaries_capture_row()$template$, target);
-            EXECUTE format($template$ALTER TABLE %1$I.otel_traces ENABLE REPLICA TRIGGER otel_trace_summaries_capture_row_insert$template$, target);
-            EXECUTE format($template$CREATE TRIGGER otel_trace_summaries_capture_row_update AFTER UPDATE ON %1$I.otel_traces FOR EACH ROW EXECUTE FUNCTION %1$I.otel_trace_summaries_capture_row()$template$, target);
-            EXECUTE format($template$ALTER TABLE %1$I.otel_traces ENABLE REPLICA TRIGGER otel_trace_summaries_capture_row_update$template$, target);
             EXECUTE format($template$CREATE TRIGGER otel_trace_summaries_capture_row_delete AFTER DELETE ON %1$I.otel_traces FOR EACH ROW EXECUTE FUNCTION %1$I.otel_trace_summaries_capture_row()$template$, target);
-            EXECUTE format($template$ALTER TABLE %1$I.otel_traces ENABLE ALWAYS TRIGGER otel_trace_summaries_capture_row_delete$template$, target);
         ELSE
             EXECUTE format($template$CREATE TRIGGER otel_trace_summaries_capture_insert AFTER INSERT ON %1$I.otel_traces REFERENCING NEW TABLE AS captured_new FOR EACH STATEMENT EXECUTE FUNCTION %1$I.otel_trace_summaries_capture()$template$, target);
             EXECUTE format($template$CREATE TRIGGER otel_trace_summaries_capture_update AFTER UPDATE ON %1$I.otel_traces REFERENCING OLD TABLE AS captured_old NEW TABLE AS captured_new FOR EACH STATEMENT EXECUTE FUNCTION %1$I.otel_trace_summaries_capture()$template$, target);
@@ -1355,7 +1355,7 @@ BEGIN
         last_refresh_full := CASE state.last_refresh_kind WHEN 'full' THEN 1 WHEN 'incremental' THEN 0 END;
         backlog_traces := (SELECT count(*) FROM (SELECT 1 FROM %1$I.otel_trace_summaries_dirty
                                                   LIMIT 10000) AS queued);
-        capture_enabled := CASE WHEN CASE WHEN store = 'hypertable' THEN EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_insert' AND strpos('OA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_update' AND strpos('OA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_truncate' AND strpos('A', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_row_insert' AND strpos('RA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_row_update' AND strpos('RA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_row_delete' AND strpos('A', CAST(tgenabled AS text)) > 0)
+        capture_enabled := CASE WHEN CASE WHEN store = 'hypertable' THEN EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_insert' AND strpos('OA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_update' AND strpos('OA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_truncate' AND strpos('A', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_row_delete' AND strpos('OA', CAST(tgenabled AS text)) > 0)
              ELSE EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_insert' AND strpos('OA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_update' AND strpos('OA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_delete' AND strpos('OA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_truncate' AND strpos('A', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_row_insert' AND strpos('RA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_row_update' AND strpos('RA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_row_delete' AND strpos('RA', CAST(tgenabled AS text)) > 0) END THEN 1 ELSE 0 END;
         rebuild_pending := CASE WHEN state IS NULL OR state.window_boundary IS NULL
                                      OR state.rebuild_requested IS NOT NULL THEN 1 ELSE 0 END;
@@ -1404,8 +1404,8 @@ $in_schema$""",
 }
 
 BUILD = {
-    'view': None,
-    'incremental': r"""/* cnpg-trace-summaries: fill otel_trace_summaries (a full rebuild, committed range by range) */
+    "view": None,
+    "incremental": r"""/* cnpg-trace-summaries: fill otel_trace_summaries (a full rebuild, committed range by range) */
 DO $in_schema$
 DECLARE
     target constant pg_catalog.text := coalesce(

@@ -573,7 +573,7 @@ BEGIN
         IF coalesce(current_setting('cnpg_trace_summaries.installing', true), '') <> 'yes' THEN
             EXIT work;
         END IF;
-        EXECUTE format($template$CREATE FUNCTION %1$I.otel_trace_summaries_metrics() RETURNS TABLE (mode text, refresh_interval_seconds float8, stale_after_seconds float8, lag_seconds float8, newest_trace_age_seconds float8, newest_span_age_seconds float8, estimated_rows float8, installed_age_seconds float8, last_refresh_age_seconds float8, last_refresh_duration_seconds float8, last_refresh_full float8, backlog_traces float8, capture_enabled float8, rebuild_pending float8, rebuild_pending_seconds float8, skipped_refreshes float8, refresh_lock_stuck float8, stale float8)
+        EXECUTE format($template$CREATE FUNCTION %1$I.otel_trace_summaries_metrics() RETURNS TABLE (mode text, refresh_interval_seconds float8, stale_after_seconds float8, lag_seconds float8, newest_trace_age_seconds float8, newest_span_age_seconds float8, estimated_rows float8, populated float8, installed_age_seconds float8, last_refresh_age_seconds float8, last_refresh_duration_seconds float8, last_refresh_full float8, backlog_traces float8, capture_enabled float8, rebuild_pending float8, rebuild_pending_seconds float8, skipped_refreshes float8, refresh_lock_stuck float8, stale float8)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $cnpg_trace_summaries_body_longer_than_any_postgresql_identifier_can_be$
 #variable_conflict use_column
 DECLARE
@@ -581,7 +581,6 @@ DECLARE
     traces constant regclass := to_regclass(format('%%I.%%I', %1$L, 'otel_traces'));
     checked constant timestamptz := now();
     record_text text;
-    populated boolean;
     newest_trace timestamptz;
     first_unseen timestamptz;
     newest_span timestamptz;
@@ -603,8 +602,8 @@ BEGIN
     stale_after_seconds := 2 * refresh_interval_seconds;
     installed := CAST(substring(record_text FROM 'installed_at=([0-9TZ:-]+)') AS timestamptz);
     installed_age_seconds := extract(epoch FROM checked - installed);
-    populated := (SELECT relispopulated FROM pg_class WHERE oid = relation);
-    IF populated THEN
+    populated := CASE WHEN (SELECT relispopulated FROM pg_class WHERE oid = relation) THEN 1 ELSE 0 END;
+    IF populated = 1 THEN
         newest_trace := (SELECT max("timestamp") FROM %1$I.otel_trace_summaries);
     END IF;
     -- the first span the summaries do not show yet: written after their newest trace
@@ -632,7 +631,7 @@ BEGIN
         LIMIT 1);
     refresh_lock_stuck := CASE WHEN holder IS NOT NULL AND NOT CAST(holder->>'refreshing' AS boolean)
                                THEN 1 ELSE 0 END;
-    stale := CASE WHEN NOT populated OR lag_seconds > stale_after_seconds OR refresh_lock_stuck = 1
+    stale := CASE WHEN populated = 0 OR lag_seconds > stale_after_seconds OR refresh_lock_stuck = 1
                   THEN 1 ELSE 0 END;
     IF to_regclass(format('%%I.%%I', %1$L, 'otel_trace_summaries_state')) IS NOT NULL THEN
         store := %1$I.otel_trace_summaries_children(NULL, NULL)->>'store';
@@ -642,7 +641,7 @@ BEGIN
         last_refresh_full := CASE state.last_refresh_kind WHEN 'full' THEN 1 WHEN 'incremental' THEN 0 END;
         backlog_traces := (SELECT count(*) FROM (SELECT 1 FROM %1$I.otel_trace_summaries_dirty
                                                   LIMIT 10000) AS queued);
-        capture_enabled := CASE WHEN CASE WHEN store = 'hypertable' THEN EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_insert' AND strpos('OA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_update' AND strpos('OA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_truncate' AND strpos('A', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_row_insert' AND strpos('RA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_row_update' AND strpos('RA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_row_delete' AND strpos('A', CAST(tgenabled AS text)) > 0)
+        capture_enabled := CASE WHEN CASE WHEN store = 'hypertable' THEN EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_insert' AND strpos('OA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_update' AND strpos('OA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_truncate' AND strpos('A', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_row_delete' AND strpos('OA', CAST(tgenabled AS text)) > 0)
              ELSE EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_insert' AND strpos('OA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_update' AND strpos('OA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_delete' AND strpos('OA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_truncate' AND strpos('A', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_row_insert' AND strpos('RA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_row_update' AND strpos('RA', CAST(tgenabled AS text)) > 0) AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = traces AND tgname = 'otel_trace_summaries_capture_row_delete' AND strpos('RA', CAST(tgenabled AS text)) > 0) END THEN 1 ELSE 0 END;
         rebuild_pending := CASE WHEN state IS NULL OR state.window_boundary IS NULL
                                      OR state.rebuild_requested IS NOT NULL THEN 1 ELSE 0 END;

@@ -14,6 +14,7 @@ this rendering differ.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -60,7 +61,8 @@ def render_value(value: object, indent: str = "") -> str:
         return f"(\n{items}{indent})"
     if isinstance(value, dict):
         items = "".join(
-            f"{inner}{key!r}: {render_value(item, inner)},\n" for key, item in value.items()
+            f"{inner}{json.dumps(key)}: {render_value(item, inner)},\n"
+            for key, item in value.items()
         )
         return f"{{\n{items}{indent}}}"
     raise TypeError(type(value))

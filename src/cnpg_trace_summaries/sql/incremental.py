@@ -242,6 +242,8 @@ STATE_OBJECT = Table(
     children jsonb,
     rebuild_requested text,
     rebuild_requested_at timestamptz,
+    rebuilding_pid integer,
+    rebuilding_since timestamptz,
     full_refresh_above bigint,
     rows_per_rebuild_range bigint CHECK (rows_per_rebuild_range > 0),
     spans_per_rebuild_slice bigint CHECK (spans_per_rebuild_slice > 0),
@@ -562,20 +564,6 @@ END
 """)  # fmt: skip
 
 
-def _protected(statements: str, indent: str = "        ") -> str:
-    """PL/pgSQL that runs ``statements`` and, on any error (a cancel included), releases
-    the refresh lock this session holds before the error goes on. A procedure may not
-    COMMIT inside a block with an exception handler: the COMMITs go between such blocks."""
-    inner = "\n".join(f"{indent}    {line}" if line else "" for line in statements.splitlines())
-    return (
-        f"{indent}BEGIN\n{inner}\n"
-        f"{indent}EXCEPTION WHEN OTHERS OR query_canceled THEN\n"
-        f"{indent}    PERFORM pg_advisory_unlock({LOCK_KEY});\n"
-        f"{indent}    RAISE;\n"
-        f"{indent}END;"
-    )
-
-
 # Everything a refresher changes, checked before it takes a lock: a role that may
 # not refresh fails at once and holds nothing.
 _PRIVILEGES = [
@@ -595,47 +583,66 @@ PRIVILEGE_CHECK = f"""IF NOT ({MAY_REFRESH}) THEN
                   HINT = 'Refresh as the role that installed the summaries (their owner).';
     END IF;"""
 
+# A full rebuild spans many transactions, and holds the refresh lock only inside each
+# (a transaction-level lock: an error or a cancel, wherever it lands, leaves none held).
+# Between them its claim in the state row keeps other refreshers off: the pid and the
+# start of the statement that made it. A claim is alive while that statement runs (or,
+# when pg_stat_activity hides the session from this role, while the session lives).
+_SELF_SINCE = "(SELECT query_start FROM pg_stat_activity WHERE pid = pg_backend_pid())"
+CLAIM_ALIVE = """(state.rebuilding_pid IS NOT NULL AND EXISTS (
+            SELECT 1 FROM pg_stat_activity AS a
+            WHERE a.pid = state.rebuilding_pid AND a.pid <> pg_backend_pid()
+              AND (a.query_start IS NULL
+                   OR (a.state = 'active' AND a.query_start = state.rebuilding_since))))"""
+
 # A full rebuild: claim everything now, since each slice below is read in a later
 # snapshot. Until the last range is committed the state row asks for a full
 # rebuild, so that one interrupted halfway (killed, cancelled, failed) is done
 # again by the next refresh.
-_CLAIM = _protected(
-    f"""-- otel_traces before the state row, as a TRUNCATE takes them
-LOCK TABLE ONLY {TRACES} IN ACCESS SHARE MODE;
-INSERT INTO {STATE} DEFAULT VALUES ON CONFLICT DO NOTHING;
-SELECT * INTO state FROM {STATE} FOR UPDATE;
-boundary := greatest({BOUNDARY}, state.window_boundary);
-children := {qualified(CHILDREN_FUNCTION)}(NULL, boundary)->'snapshot';
-DELETE FROM {DIRTY};
-TRUNCATE {STAGING};
-UPDATE {STATE}
-SET window_boundary = boundary, children = children,
-    rebuild_requested = coalesce(rebuild_requested,
-        format('a full rebuild started at %s has not finished (%s)', started, reason)),
-    rebuild_requested_at = coalesce(rebuild_requested_at, started);""",
-    "    ",
-)
-_SLICE = _protected(
+_CLAIM = f"""    PERFORM pg_advisory_xact_lock({LOCK_KEY});
+    -- otel_traces before the state row, as a TRUNCATE takes them
+    LOCK TABLE ONLY {TRACES} IN ACCESS SHARE MODE;
+    INSERT INTO {STATE} DEFAULT VALUES ON CONFLICT DO NOTHING;
+    SELECT * INTO state FROM {STATE} FOR UPDATE;
+    IF {CLAIM_ALIVE} THEN
+        RAISE EXCEPTION 'a full rebuild of %.{SUMMARIES} by pid % is running (since %)',
+                quote_ident({SCHEMA_LITERAL}), state.rebuilding_pid, state.rebuilding_since
+            USING ERRCODE = 'lock_not_available', HINT = 'Try again when it is done.';
+    END IF;
+    boundary := greatest({BOUNDARY}, state.window_boundary);
+    children := {qualified(CHILDREN_FUNCTION)}(NULL, boundary)->'snapshot';
+    DELETE FROM {DIRTY};
+    TRUNCATE {STAGING};
+    UPDATE {STATE}
+    SET window_boundary = boundary, children = children,
+        rebuilding_pid = pg_backend_pid(), rebuilding_since = {_SELF_SINCE},
+        rebuild_requested = coalesce(rebuild_requested,
+            format('a full rebuild started at %s has not finished (%s)', started, reason)),
+        rebuild_requested_at = coalesce(rebuild_requested_at, started);"""
+# Each step waits for a refresher's transaction that runs (one that found the claim and
+# records its skip), or a migration's.
+_STEP_LOCK = f"PERFORM pg_advisory_xact_lock({LOCK_KEY});"
+_SLICE = (
     f"step := {qualified(STAGE_FUNCTION)}(low_time, "
     f"coalesce(state.spans_per_rebuild_slice, {SPANS_PER_REBUILD_SLICE}));"
 )
-_RANGE = _protected(
+_RANGE = (
     f"step := {qualified(RANGE_FUNCTION)}(target, low_id, "
     f"coalesce(state.rows_per_rebuild_range, {ROWS_PER_REBUILD_RANGE}));"
 )
-_FINISH = _protected(
-    f"""TRUNCATE {STAGING};
-UPDATE {STATE}
-SET rebuild_requested = NULL, rebuild_requested_at = NULL, last_full_refresh_at = clock_timestamp(),
-    last_refresh_at = clock_timestamp(), last_refresh_kind = 'full',
-    last_refresh_seconds = extract(epoch FROM clock_timestamp() - started),
-    last_refresh_keys = CAST(outcome->>'upserted' AS bigint),
-    last_refresh_upserted = CAST(outcome->>'upserted' AS bigint),
-    last_refresh_deleted = CAST(outcome->>'deleted' AS bigint),
-    skips_since_refresh = 0
-WHERE rebuild_requested_at IS NULL OR rebuild_requested_at <= started;""",
-    "    ",
-)
+_FINISH = f"""    {_STEP_LOCK}
+    TRUNCATE {STAGING};
+    UPDATE {STATE}
+    SET rebuild_requested = NULL, rebuild_requested_at = NULL, last_full_refresh_at = clock_timestamp(),
+        last_refresh_at = clock_timestamp(), last_refresh_kind = 'full',
+        last_refresh_seconds = extract(epoch FROM clock_timestamp() - started),
+        last_refresh_keys = CAST(outcome->>'upserted' AS bigint),
+        last_refresh_upserted = CAST(outcome->>'upserted' AS bigint),
+        last_refresh_deleted = CAST(outcome->>'deleted' AS bigint),
+        skips_since_refresh = 0
+    WHERE rebuild_requested_at IS NULL OR rebuild_requested_at <= started;
+    UPDATE {STATE} SET rebuilding_pid = NULL, rebuilding_since = NULL
+    WHERE rebuilding_pid = pg_backend_pid();"""
 
 
 def _total(steps: str, key: str) -> str:
@@ -644,9 +651,8 @@ def _total(steps: str, key: str) -> str:
 
 
 # A full rebuild into target (the summaries, or the table a switch builds beside
-# them): claim, slices, ranges, finish; each a transaction. It holds the refresh
-# lock for the session (taken again if the caller holds it for its transaction)
-# and releases it at the end, or on any error.
+# them): claim, slices, ranges, finish; each a transaction that takes the refresh lock
+# (a caller that holds it for its transaction goes on holding it).
 REBUILD = procedure(REBUILD_PROCEDURE, "regclass, text, jsonb",
                     "target regclass, reason text, INOUT outcome jsonb DEFAULT NULL", text=f"""
 #variable_conflict use_variable
@@ -664,17 +670,14 @@ DECLARE
 BEGIN
     {PIN}
     {PRIVILEGE_CHECK}
-    IF NOT pg_try_advisory_lock({LOCK_KEY}) THEN
-        RAISE EXCEPTION 'another refresher of %.{SUMMARIES} holds the refresh lock', quote_ident({SCHEMA_LITERAL})
-            USING ERRCODE = 'lock_not_available', HINT = 'Try again when it is done.';
-    END IF;
 {_CLAIM}
     COMMIT;
     {PIN}
     low_time := boundary;
     LOOP
         step_started := clock_timestamp();
-{_SLICE}
+        {_STEP_LOCK}
+        {_SLICE}
         COMMIT;
         {PIN}
         slices := slices || jsonb_build_array(step || jsonb_build_object(
@@ -685,7 +688,8 @@ BEGIN
     low_id := NULL;
     LOOP
         step_started := clock_timestamp();
-{_RANGE}
+        {_STEP_LOCK}
+        {_RANGE}
         COMMIT;
         {PIN}
         ranges := ranges || jsonb_build_array(step || jsonb_build_object(
@@ -702,7 +706,6 @@ BEGIN
 {_FINISH}
     COMMIT;
     {PIN}
-    PERFORM pg_advisory_unlock({LOCK_KEY});
     outcome := outcome || jsonb_build_object('seconds', extract(epoch FROM clock_timestamp() - started));
 END
 """)  # fmt: skip
@@ -767,6 +770,14 @@ BEGIN
     LOCK TABLE ONLY {TRACES} IN ACCESS SHARE MODE;
     INSERT INTO {STATE} DEFAULT VALUES ON CONFLICT DO NOTHING;
     SELECT * INTO state FROM {STATE} FOR UPDATE;
+    IF {CLAIM_ALIVE} THEN  -- a full rebuild runs, between two of its transactions
+        UPDATE {STATE}
+        SET last_skip_at = clock_timestamp(), skips_since_refresh = skips_since_refresh + 1,
+            last_skip_reason = format('a full rebuild (pid %s) was running', state.rebuilding_pid);
+        outcome := jsonb_build_object('refreshed', false, 'reason',
+                                      format('a full rebuild (pid %s) is running', state.rebuilding_pid));
+        RETURN;
+    END IF;
     boundary := greatest({BOUNDARY}, state.window_boundary);
     changes := {qualified(CHILDREN_FUNCTION)}(state.children, state.window_boundary);
     summaries := (SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = {regclass(SUMMARIES)});
@@ -822,12 +833,20 @@ CAPTURE_STATEMENT_TRIGGERS = (
     Trigger(CAPTURE_TRIGGERS["TRUNCATE"], "TRUNCATE", "STATEMENT", TRUNCATE_FUNCTION,
             enabled="A"),
 )  # fmt: skip
+# Row level: on a plain (or partitioned) otel_traces, what a logical replication
+# subscriber's apply worker fires (enabled REPLICA: never in ordinary sessions). On a
+# hypertable, DELETE only, in every session: TimescaleDB refuses a DELETE trigger with a
+# transition table once compression is on. (Logical replication into a hypertable is not
+# supported by TimescaleDB; and a chunk created later would get these triggers enabled
+# in ordinary sessions: none are installed there.)
 CAPTURE_ROW_LEVEL_TRIGGERS = (
-    Trigger(CAPTURE_ROW_TRIGGERS["INSERT"], "INSERT", "ROW", CAPTURE_ROW_FUNCTION, enabled="R"),
-    Trigger(CAPTURE_ROW_TRIGGERS["UPDATE"], "UPDATE", "ROW", CAPTURE_ROW_FUNCTION, enabled="R"),
+    Trigger(CAPTURE_ROW_TRIGGERS["INSERT"], "INSERT", "ROW", CAPTURE_ROW_FUNCTION, enabled="R",
+            store=PLAIN_STORE),
+    Trigger(CAPTURE_ROW_TRIGGERS["UPDATE"], "UPDATE", "ROW", CAPTURE_ROW_FUNCTION, enabled="R",
+            store=PLAIN_STORE),
     Trigger(CAPTURE_ROW_TRIGGERS["DELETE"], "DELETE", "ROW", CAPTURE_ROW_FUNCTION, enabled="R",
             store=PLAIN_STORE),
-    Trigger(CAPTURE_ROW_TRIGGERS["DELETE"], "DELETE", "ROW", CAPTURE_ROW_FUNCTION, enabled="A",
+    Trigger(CAPTURE_ROW_TRIGGERS["DELETE"], "DELETE", "ROW", CAPTURE_ROW_FUNCTION,
             store=HYPERTABLE),
 )  # fmt: skip
 TRIGGERS = CAPTURE_STATEMENT_TRIGGERS + CAPTURE_ROW_LEVEL_TRIGGERS
