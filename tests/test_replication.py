@@ -100,3 +100,36 @@ def test_a_subscriber_whose_capture_cannot_fire_is_unhealthy_and_told_what_to_ru
     assert run_cli("repair", DATABASE_URL=subscriber.url).returncode == 0
     assert run_cli("refresh", "--full", DATABASE_URL=subscriber.url).returncode == 0
     assert run_cli("status", DATABASE_URL=subscriber.url).returncode == 0
+
+
+def test_a_subscription_that_copies_this_projects_own_tables_is_named_by_status(publisher_server):
+    """A publication FOR ALL TABLES from an incremental publisher: its bookkeeping clashes."""
+    with (
+        fresh_database(publisher_server, "pub") as pub_name,
+        fresh_database(publisher_server, "sub") as sub_name,
+    ):
+        publisher = Database(publisher_server, pub_name)
+        subscriber = Database(publisher_server, sub_name)
+        for database in (publisher, subscriber):
+            database.migrate("upgrade", "head", x={"summaries": "incremental"})
+        publisher.execute("CREATE PUBLICATION everything FOR ALL TABLES")
+        slot = f"slot_{sub_name}"
+        publisher.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
+        subscriber.execute(
+            f"CREATE SUBSCRIPTION everything CONNECTION '{publisher.url.split('?')[0]}' "
+            f"PUBLICATION everything WITH (slot_name = '{slot}', create_slot = false)"
+        )
+        try:
+            result = run_cli("status", "--json", DATABASE_URL=subscriber.url)
+            assert result.returncode == 2
+            problems = json.loads(result.stdout)["problems"]
+            assert any(
+                "subscription everything copies this project's own tables" in p
+                and "otel_trace_summaries_state" in p
+                for p in problems
+            ), problems
+        finally:
+            subscriber.execute("ALTER SUBSCRIPTION everything DISABLE")
+            subscriber.execute("ALTER SUBSCRIPTION everything SET (slot_name = NONE)")
+            subscriber.execute("DROP SUBSCRIPTION everything")
+            publisher.execute("SELECT pg_drop_replication_slot(%s)", (slot,))

@@ -10,7 +10,8 @@ What it does
     with its primary key ``(timestamp, trace_id, span_id)`` and the indexes on
     ``(trace_id)`` and ``(service_name, timestamp DESC)``, and marks it
     ``created by cnpg-trace-summaries``. Where TimescaleDB is installed the new,
-    empty table becomes a hypertable on ``timestamp``.
+    empty table becomes a hypertable on ``timestamp``, in chunks of a day (a
+    day's spans are the unit that compression and retention policies act on).
 
     Where that schema already has an ``otel_traces`` (a collector fills it),
     the table is *adopted*: kept as it is, with its data, its indexes and its
@@ -186,8 +187,13 @@ CREATE_OR_ADOPT_TRACE_STORE = PINNED_BLOCK.format(
         EXECUTE format('CREATE INDEX idx_otel_traces_service_timestamp ON %I.otel_traces '
                        '(service_name, "timestamp" DESC)', target);
         IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
-            EXECUTE 'SELECT create_hypertable($1, $2)' USING format('%I.otel_traces', target), 'timestamp';
-            RAISE NOTICE 'otel_traces is a TimescaleDB hypertable on "timestamp"';
+            -- named in the extension's schema: this block resolves nothing through search_path
+            EXECUTE format('SELECT %I.create_hypertable(%L, %L, chunk_time_interval => interval %L, '
+                           'create_default_indexes => false)',
+                           (SELECT n.nspname FROM pg_extension AS e JOIN pg_namespace AS n ON n.oid = e.extnamespace
+                            WHERE e.extname = 'timescaledb'),
+                           format('%I.otel_traces', target), 'timestamp', '1 day');
+            RAISE NOTICE 'otel_traces is a TimescaleDB hypertable on "timestamp", in chunks of a day';
         END IF;""",
 )
 

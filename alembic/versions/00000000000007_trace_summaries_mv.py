@@ -1114,6 +1114,7 @@ DECLARE
     holder pg_catalog.jsonb;
     changes pg_catalog.jsonb;
     child pg_catalog.jsonb;
+    chunk pg_catalog.oid;
     backlog pg_catalog.int8;
     limit_keys pg_catalog.int8;
     summaries pg_catalog.float8;
@@ -1214,6 +1215,21 @@ BEGIN
             last_refresh_deleted = CAST(result->>'deleted' AS bigint),
             skips_since_refresh = 0;
     END IF;
+    IF changes->>'store' = 'hypertable' THEN
+        FOR chunk IN
+            SELECT CAST(e.key AS oid) FROM jsonb_each(changes->'snapshot') AS e
+            WHERE CAST(e.value->>'upper' AS timestamptz) <= boundary
+              AND EXISTS (SELECT 1 FROM pg_trigger
+                          WHERE tgrelid = CAST(e.key AS oid) AND tgname = 'otel_trace_summaries_capture_row_delete')
+        LOOP
+            BEGIN
+                EXECUTE format('LOCK TABLE %%s IN ACCESS EXCLUSIVE MODE NOWAIT', CAST(chunk AS regclass));
+                EXECUTE format('DROP TRIGGER %%I ON %%s', 'otel_trace_summaries_capture_row_delete', CAST(chunk AS regclass));
+            EXCEPTION WHEN lock_not_available OR insufficient_privilege THEN
+                NULL;
+            END;
+        END LOOP;
+    END IF;
     outcome := result || jsonb_build_object('refreshed', true, 'boundary', boundary,
                                             'seconds', extract(epoch FROM clock_timestamp() - started));
 END
@@ -1248,6 +1264,11 @@ BEGIN
                 INTO hypertable USING target, 'otel_traces';
         END IF;
         IF hypertable THEN
+            IF CAST(string_to_array(split_part((SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'), '-', 1), '.') AS int[])
+                   < ARRAY[2, 18] THEN
+                RAISE EXCEPTION 'the incremental mode needs TimescaleDB 2.18 or later on a hypertable; this database has TimescaleDB %', (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb')
+                    USING HINT = 'ALTER EXTENSION timescaledb UPDATE, or install the view mode (-x summaries=view)';
+            END IF;
             EXECUTE format($template$CREATE TRIGGER otel_trace_summaries_capture_insert AFTER INSERT ON %1$I.otel_traces REFERENCING NEW TABLE AS captured_new FOR EACH STATEMENT EXECUTE FUNCTION %1$I.otel_trace_summaries_capture()$template$, target);
             EXECUTE format($template$CREATE TRIGGER otel_trace_summaries_capture_update AFTER UPDATE ON %1$I.otel_traces REFERENCING OLD TABLE AS captured_old NEW TABLE AS captured_new FOR EACH STATEMENT EXECUTE FUNCTION %1$I.otel_trace_summaries_capture()$template$, target);
             EXECUTE format($template$CREATE TRIGGER otel_trace_summaries_capture_truncate AFTER TRUNCATE ON %1$I.otel_traces FOR EACH STATEMENT EXECUTE FUNCTION %1$I.otel_trace_summaries_truncated()$template$, target);

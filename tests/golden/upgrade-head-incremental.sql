@@ -106,8 +106,13 @@ BEGIN
         EXECUTE format('CREATE INDEX idx_otel_traces_service_timestamp ON %I.otel_traces '
                        '(service_name, "timestamp" DESC)', target);
         IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
-            EXECUTE 'SELECT create_hypertable($1, $2)' USING format('%I.otel_traces', target), 'timestamp';
-            RAISE NOTICE 'otel_traces is a TimescaleDB hypertable on "timestamp"';
+            -- named in the extension's schema: this block resolves nothing through search_path
+            EXECUTE format('SELECT %I.create_hypertable(%L, %L, chunk_time_interval => interval %L, '
+                           'create_default_indexes => false)',
+                           (SELECT n.nspname FROM pg_extension AS e JOIN pg_namespace AS n ON n.oid = e.extnamespace
+                            WHERE e.extname = 'timescaledb'),
+                           format('%I.otel_traces', target), 'timestamp', '1 day');
+            RAISE NOTICE 'otel_traces is a TimescaleDB hypertable on "timestamp", in chunks of a day';
         END IF;
     END;
     PERFORM pg_catalog.set_config('search_path', saved, true);
@@ -1007,6 +1012,7 @@ DECLARE
     holder pg_catalog.jsonb;
     changes pg_catalog.jsonb;
     child pg_catalog.jsonb;
+    chunk pg_catalog.oid;
     backlog pg_catalog.int8;
     limit_keys pg_catalog.int8;
     summaries pg_catalog.float8;
@@ -1107,6 +1113,21 @@ BEGIN
             last_refresh_deleted = CAST(result->>'deleted' AS bigint),
             skips_since_refresh = 0;
     END IF;
+    IF changes->>'store' = 'hypertable' THEN
+        FOR chunk IN
+            SELECT CAST(e.key AS oid) FROM jsonb_each(changes->'snapshot') AS e
+            WHERE CAST(e.value->>'upper' AS timestamptz) <= boundary
+              AND EXISTS (SELECT 1 FROM pg_trigger
+                          WHERE tgrelid = CAST(e.key AS oid) AND tgname = 'otel_trace_summaries_capture_row_delete')
+        LOOP
+            BEGIN
+                EXECUTE format('LOCK TABLE %%s IN ACCESS EXCLUSIVE MODE NOWAIT', CAST(chunk AS regclass));
+                EXECUTE format('DROP TRIGGER %%I ON %%s', 'otel_trace_summaries_capture_row_delete', CAST(chunk AS regclass));
+            EXCEPTION WHEN lock_not_available OR insufficient_privilege THEN
+                NULL;
+            END;
+        END LOOP;
+    END IF;
     outcome := result || jsonb_build_object('refreshed', true, 'boundary', boundary,
                                             'seconds', extract(epoch FROM clock_timestamp() - started));
 END
@@ -1142,6 +1163,11 @@ BEGIN
                 INTO hypertable USING target, 'otel_traces';
         END IF;
         IF hypertable THEN
+            IF CAST(string_to_array(split_part((SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'), '-', 1), '.') AS int[])
+                   < ARRAY[2, 18] THEN
+                RAISE EXCEPTION 'the incremental mode needs TimescaleDB 2.18 or later on a hypertable; this database has TimescaleDB %', (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb')
+                    USING HINT = 'ALTER EXTENSION timescaledb UPDATE, or install the view mode (-x summaries=view)';
+            END IF;
             EXECUTE format($template$CREATE TRIGGER otel_trace_summaries_capture_insert AFTER INSERT ON %1$I.otel_traces REFERENCING NEW TABLE AS captured_new FOR EACH STATEMENT EXECUTE FUNCTION %1$I.otel_trace_summaries_capture()$template$, target);
             EXECUTE format($template$CREATE TRIGGER otel_trace_summaries_capture_update AFTER UPDATE ON %1$I.otel_traces REFERENCING OLD TABLE AS captured_old NEW TABLE AS captured_new FOR EACH STATEMENT EXECUTE FUNCTION %1$I.otel_trace_summaries_capture()$template$, target);
             EXECUTE format($template$CREATE TRIGGER otel_trace_summaries_capture_truncate AFTER TRUNCATE ON %1$I.otel_traces FOR EACH STATEMENT EXECUTE FUNCTION %1$I.otel_trace_summaries_truncated()$template$, target);

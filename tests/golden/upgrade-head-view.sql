@@ -106,8 +106,13 @@ BEGIN
         EXECUTE format('CREATE INDEX idx_otel_traces_service_timestamp ON %I.otel_traces '
                        '(service_name, "timestamp" DESC)', target);
         IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
-            EXECUTE 'SELECT create_hypertable($1, $2)' USING format('%I.otel_traces', target), 'timestamp';
-            RAISE NOTICE 'otel_traces is a TimescaleDB hypertable on "timestamp"';
+            -- named in the extension's schema: this block resolves nothing through search_path
+            EXECUTE format('SELECT %I.create_hypertable(%L, %L, chunk_time_interval => interval %L, '
+                           'create_default_indexes => false)',
+                           (SELECT n.nspname FROM pg_extension AS e JOIN pg_namespace AS n ON n.oid = e.extnamespace
+                            WHERE e.extname = 'timescaledb'),
+                           format('%I.otel_traces', target), 'timestamp', '1 day');
+            RAISE NOTICE 'otel_traces is a TimescaleDB hypertable on "timestamp", in chunks of a day';
         END IF;
     END;
     PERFORM pg_catalog.set_config('search_path', saved, true);

@@ -14,7 +14,9 @@ The same relation name, the same 14 columns with the same semantics
   a logical replication subscriber's apply worker (enabled REPLICA: it fires
   row-level triggers only, and only those enabled REPLICA or ALWAYS), and for
   DELETE on a TimescaleDB hypertable (which refuses a DELETE trigger with a
-  transition table once compression is enabled: enabled ALWAYS there).
+  transition table once compression is enabled). TimescaleDB copies that row
+  trigger onto every chunk; the refresh drops it from chunks wholly before the
+  window boundary, so deletes of old spans (retention) capture nothing.
 * ``AFTER TRUNCATE`` (enabled ALWAYS) asks for a full rebuild.
 * partitions and chunks that appear in or leave otel_traces between two
   refreshes (``ATTACH``/``DETACH PARTITION``, ``DROP``, ``drop_chunks``):
@@ -57,8 +59,9 @@ pin a path and still COMMIT, set it at their start and after every COMMIT.
 EXECUTE on all of them is revoked from PUBLIC. The capture functions run as
 their owner (SECURITY DEFINER), so ingest roles need no grant on the helper
 tables. The refresh checks the caller's privileges before it takes a lock,
-takes its lock for one transaction where it can, and releases the session
-lock of a full rebuild on every error.
+and holds its lock for one transaction at a time (a full rebuild, which spans many,
+keeps other refreshers off between them with a claim in the state row): an error or
+a cancel, wherever it lands, leaves no lock behind.
 
 Everything is listed once, in :data:`OBJECTS`, in creation order: the
 creation statements, the grants, the drop order (the reverse) and the check
@@ -725,6 +728,26 @@ LOCK_HOLDER = f"""(SELECT jsonb_build_object(
           AND l.objid = CAST((CAST(hashtext({SCHEMA_LITERAL}) AS bigint) + 4294967296) % 4294967296 AS oid)
         LIMIT 1)"""
 
+# A chunk wholly before the window boundary holds no span of any summary, now or later:
+# its copy of the row DELETE trigger goes, so that deletes there (retention by DELETE)
+# capture nothing and delete compressed batches whole again. Last in the refresh's
+# transaction, and only on a chunk free at once (NOWAIT): nobody queues behind it, and
+# the lock lasts until the commit, milliseconds. A busy chunk waits for the next refresh;
+# one this role does not own keeps its trigger (exact still, only slower).
+_PRUNE_DELETE_CAPTURE = f"""        FOR chunk IN
+            SELECT CAST(e.key AS oid) FROM jsonb_each(changes->'snapshot') AS e
+            WHERE CAST(e.value->>'upper' AS timestamptz) <= boundary
+              AND EXISTS (SELECT 1 FROM pg_trigger
+                          WHERE tgrelid = CAST(e.key AS oid) AND tgname = '{CAPTURE_ROW_TRIGGERS["DELETE"]}')
+        LOOP
+            BEGIN
+                EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE NOWAIT', CAST(chunk AS regclass));
+                EXECUTE format('DROP TRIGGER %I ON %s', '{CAPTURE_ROW_TRIGGERS["DELETE"]}', CAST(chunk AS regclass));
+            EXCEPTION WHEN lock_not_available OR insufficient_privilege THEN
+                NULL;
+            END;
+        END LOOP;"""
+
 # The procedure the job CALLs: decides between an incremental refresh and a full
 # rebuild, runs it, records it in the state row.
 REFRESH = procedure(REFRESH_FUNCTION, "boolean, jsonb",
@@ -737,6 +760,7 @@ DECLARE
     holder pg_catalog.jsonb;
     changes pg_catalog.jsonb;
     child pg_catalog.jsonb;
+    chunk pg_catalog.oid;
     backlog pg_catalog.int8;
     limit_keys pg_catalog.int8;
     summaries pg_catalog.float8;
@@ -817,6 +841,9 @@ BEGIN
             last_refresh_deleted = CAST(result->>'deleted' AS bigint),
             skips_since_refresh = 0;
     END IF;
+    IF changes->>'store' = '{HYPERTABLE}' THEN
+{_PRUNE_DELETE_CAPTURE}
+    END IF;
     outcome := result || jsonb_build_object('refreshed', true, 'boundary', boundary,
                                             'seconds', extract(epoch FROM clock_timestamp() - started));
 END
@@ -893,6 +920,16 @@ HYPERTABLE_CHECK = f"""IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'ti
         END IF;"""
 
 
+# Statement triggers with transition tables fire on hypertables since TimescaleDB 2.18.
+TIMESCALEDB_SINCE = (2, 18)
+_TIMESCALEDB_VERSION = "(SELECT extversion FROM pg_extension WHERE extname = 'timescaledb')"
+OLD_TIMESCALEDB_REFUSED = f"""IF CAST(string_to_array(split_part({_TIMESCALEDB_VERSION}, '-', 1), '.') AS int[])
+                   < ARRAY[{TIMESCALEDB_SINCE[0]}, {TIMESCALEDB_SINCE[1]}] THEN
+                RAISE EXCEPTION 'the incremental mode needs TimescaleDB {".".join(map(str, TIMESCALEDB_SINCE))} or later on a hypertable; this database has TimescaleDB %', {_TIMESCALEDB_VERSION}
+                    USING HINT = 'ALTER EXTENSION timescaledb UPDATE, or install the view mode (-x summaries=view)';
+            END IF;"""
+
+
 def triggers_for(store: str) -> tuple[Trigger, ...]:
     return tuple(t for t in TRIGGERS if t.store in (EVERY_STORE, store))
 
@@ -913,6 +950,7 @@ def create_machinery() -> list[str]:
             purpose="create the capture triggers on otel_traces",
             plpgsql=f"""        {HYPERTABLE_CHECK}
         IF hypertable THEN
+            {OLD_TIMESCALEDB_REFUSED}
 {executes(hypertable, "            ")}
         ELSE
 {executes(plain, "            ")}
