@@ -183,15 +183,6 @@ def builds_for(install: servers.Installation) -> list[Build]:
     return [Build(source, install) for source in wanted if install.major in source.majors]
 
 
-def installation_of(pg_config: Path) -> servers.Installation:
-    """The installation ``pg_config`` describes (one :func:`servers.installations` knows, if so)."""
-    given = servers.Installation(pg_config.parent, 0, "pg_config")
-    for known in servers.installations():
-        if known.pkglibdir == given.pkglibdir:
-            return known
-    return servers.Installation(pg_config.parent, servers._major(pg_config.parent), "pg_config")
-
-
 # -- sources ------------------------------------------------------------------------------------
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
@@ -219,7 +210,8 @@ def archive(source: Source, third_party: Path | None) -> Path:
             except OSError as error:
                 partial.unlink(missing_ok=True)
                 raise ExtensionError(
-                    f"cannot download {source} from {source.url} ({error}); "
+                    f"cannot download {source} from {source.url} "
+                    f"({getattr(error, 'reason', error)}); "
                     f"set {THIRD_PARTY_VARIABLE} to a directory holding {source.archive}"
                 ) from None
             partial.rename(path)
@@ -336,7 +328,7 @@ def install(item: Build) -> None:
             f"sudo cp -r {item.cached / part}/. {target}/" for part, target in item.targets.items()
         )
         raise ExtensionError(
-            f"cannot install {item}: {error.filename} is not writable; run: {copies}"
+            f"cannot install {item}: {Path(error.filename).parent} is not writable; run: {copies}"
         ) from None
 
 
@@ -384,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         help="print the Debian packages the builds still to make need and are missing, and exit",
     )
     args = parser.parse_args(argv)
-    installs = [installation_of(path) for path in args.pg_config] or servers.installations()
+    installs = [servers.installation_of(path) for path in args.pg_config] or servers.installations()
     unique = {install.pkglibdir: install for install in reversed(installs)}.values()
     items = [item for install in unique for item in builds_for(install)]
     if args.packages:

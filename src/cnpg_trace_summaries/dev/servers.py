@@ -173,6 +173,15 @@ def installations() -> list[Installation]:
     return sorted(found, key=lambda i: -i.major)
 
 
+def installation_of(pg_config: Path) -> Installation:
+    """The build whose ``pg_config`` this is: one :func:`installations` finds, else a new one."""
+    given = Installation(pg_config.parent, 0, "pg_config")
+    for known in installations():
+        if known.pkglibdir == given.pkglibdir:
+            return known
+    return Installation(pg_config.parent, _major(pg_config.parent), "pg_config")
+
+
 def find_installation(
     *, major: int | None = None, pg_cron: bool = False, timescaledb: bool = False
 ) -> Installation:
