@@ -82,15 +82,17 @@ def migrate(database: Database, cron_server, cron_database: str, x: dict | None 
         "VALUES (now(), 'before', 'root', 'GET /before')"
     )
     notices = database.migrate("upgrade", "head", x=x)
-    shape = Shape(database, cron_server, cron_database, notices)
-    with cron_server.connect(cron_database) as conn:
-        if conn.execute("SELECT to_regclass('cron.job')").fetchone()[0]:
-            shape.jobid = job_id(shape.cron_connect, database.job_name)
-        shape.prepared_at = conn.execute("SELECT now()").fetchone()[0]
     database.execute(
         "INSERT INTO otel_traces (timestamp, trace_id, span_id, name) "
         "VALUES (now(), 'after', 'root', 'GET /after')"
     )
+    shape = Shape(database, cron_server, cron_database, notices)
+    with cron_server.connect(cron_database) as conn:
+        if conn.execute("SELECT to_regclass('cron.job')").fetchone()[0]:
+            shape.jobid = job_id(shape.cron_connect, database.job_name)
+        # After the span: a run that starts later sees it (one that started between the
+        # two once showed no span, on a tick that fell just there).
+        shape.prepared_at = conn.execute("SELECT now()").fetchone()[0]
     return shape
 
 
@@ -187,12 +189,12 @@ def drill(stack: ExitStack, install: servers.Installation) -> Failover:
     wait_for_replay(primary, standby)
     primary_server.stop()
     standby_server.promote()
-    promoted_at = standby.scalar("SELECT now()")
     assert standby.scalar("SELECT pg_is_in_recovery()") is False
     standby.execute(
         "INSERT INTO otel_traces (timestamp, trace_id, span_id, name) "
         "VALUES (now(), 'after-failover', 'root', 'GET /after')"
     )
+    promoted_at = standby.scalar("SELECT now()")  # after the span, as in migrate()
     return Failover(standby, jobid, promoted_at, reads, len(refreshes), errors)
 
 
