@@ -22,6 +22,7 @@ that need a server it is not are skipped, with the reason. With
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -46,8 +47,18 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The tests that wait for a real pg_cron tick go first, so the wait overlaps the rest."""
-    items.sort(key=lambda item: item.get_closest_marker("pg_cron_tick") is None)
+    """The units of work (tests.support.scheduling) that wait for a real pg_cron tick go first,
+    so the wait overlaps the rest; then the largest units, as xdist's loadscope orders them."""
+    from tests.support.scheduling import scope
+
+    sizes = Counter(scope(item.nodeid) for item in items)
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("pg_cron_tick") is None,
+            -sizes[scope(item.nodeid)],
+            scope(item.nodeid),
+        )
+    )
 
 
 def pytest_xdist_make_scheduler(config, log):
