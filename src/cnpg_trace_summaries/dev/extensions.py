@@ -123,6 +123,8 @@ class Build:
         if self.source is TIMESCALEDB:
             return [
                 "-DCMAKE_BUILD_TYPE=Release",
+                # -O1, not Release's -O3: it compiles a quarter faster, and tests need no speed.
+                "-DCMAKE_C_FLAGS_RELEASE=-O1 -DNDEBUG",
                 f"-DUSE_OPENSSL={int(self.with_openssl)}",  # the wheel's server has no OpenSSL
                 "-DREGRESS_CHECKS=OFF",
                 "-DTAP_CHECKS=OFF",
