@@ -153,7 +153,8 @@ class Build:
         return f"{self.source} for PostgreSQL {self.install.major} ({self.pg_config})"
 
     def state(self) -> str:
-        """ "current" (this build is installed), "foreign" (installed otherwise) or "missing"."""
+        """Whether this build is installed ("current"), another one is ("foreign": a package's,
+        a person's) or neither ("missing": also an older build of this project's)."""
         found = self.install.extension(self.source.name)
         if found is not None and found.build is None:
             return "foreign"
