@@ -5,6 +5,8 @@
 #   * Python's venv module (`python3-venv`),
 #   * the en_US.UTF-8 locale, where the tests' PostgreSQL 18 (which has no ICU)
 #     finds a collation that is not byte order (generated with localedef).
+# Arguments are more packages to install (make's extensions target passes the
+# build dependencies that python -m cnpg_trace_summaries.dev.extensions lists).
 # As root on Debian/Ubuntu it installs what is missing with apt-get; otherwise
 # it prints the exact command to run and fails (the locale is only a hint).
 set -euo pipefail
@@ -49,7 +51,7 @@ ensure_locale() {
 }
 ensure_locale
 
-wanted=$(missing_packages | tr '\n' ' ')
+wanted="$(missing_packages | tr '\n' ' ')$*"
 [ -z "${wanted// /}" ] && exit 0
 
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then

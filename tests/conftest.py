@@ -7,31 +7,32 @@ Servers (one set per pytest-xdist worker, started on first use):
   PostgreSQL 18 of the ``pg18`` extra. Test ids name it: ``[pg15]``, ``[pg18]``.
 * ``cron_server``: pg_cron preloaded, ``cron.database_name`` =
   ``trace_summaries_cron`` with the extension created (as CNPG bootstraps
-  it), background workers on. Only Debian's packages have pg_cron.
+  it), background workers on; per major version too: PostgreSQL 15 with
+  Debian's pg_cron 1.4, 18 with the 1.6 that ``make extensions`` builds.
+* ``timescaledb_server``: the same, TimescaleDB preloaded as well (telemetry
+  off), per major version; ``timescaledb_db`` is a fresh database on it with
+  the extension created.
 
-With ``TEST_DATABASE_URL`` the tests use that server for both, creating and
-dropping databases (and schemas in its cron.database_name); tests that need
-a server it is not are skipped, with the reason. With
+A major version without the extension skips the tests that need it, saying
+what to install. With ``TEST_DATABASE_URL`` the tests use that server for all,
+creating and dropping databases (and schemas in its cron.database_name); tests
+that need a server it is not are skipped, with the reason. With
 ``TRACE_SUMMARIES_NO_SKIPS=1`` (set by .ci/run) a skipped test fails.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import create_engine, pool
 
+from cnpg_trace_summaries.dev.servers import ServerError
 from tests.support import ROOT
 from tests.support.database import Database, new_database, schema_in
 from tests.support.roles import ROLE_PASSWORD, login_role
-from tests.support.servers import (
-    NO_SKIPS,
-    ServerPool,
-    cron_labels,
-    fresh_database,
-    plain_labels,
-)
+from tests.support.servers import NO_SKIPS, ServerPool, fresh_database, labels
 
 
 # -- no skips in the project's own CI ---------------------------------------------
@@ -46,8 +47,18 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The tests that wait for a real pg_cron tick go first, so the wait overlaps the rest."""
-    items.sort(key=lambda item: item.get_closest_marker("pg_cron_tick") is None)
+    """The units of work (tests.support.scheduling) that wait for a real pg_cron tick go first,
+    so the wait overlaps the rest; then the largest units, as xdist's loadscope orders them."""
+    from tests.support.scheduling import scope
+
+    sizes = Counter(scope(item.nodeid) for item in items)
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("pg_cron_tick") is None,
+            -sizes[scope(item.nodeid)],
+            scope(item.nodeid),
+        )
+    )
 
 
 def pytest_xdist_make_scheduler(config, log):
@@ -91,18 +102,28 @@ def server_pool() -> Iterator[ServerPool]:
     pool_.close()
 
 
-@pytest.fixture(scope="session", params=plain_labels())
+def available(start, label: str):
+    """``start(label)``, or the test skips with what is missing."""
+    try:
+        return start(label)
+    except ServerError as error:
+        pytest.skip(str(error))
+
+
+@pytest.fixture(scope="session", params=labels())
 def server(request, server_pool):
     """A server without pg_cron (with TEST_DATABASE_URL: that server), per major version."""
     return server_pool.plain(request.param)
 
 
-@pytest.fixture(scope="session", params=cron_labels())
+@pytest.fixture(scope="session", params=labels())
 def cron_server(request, server_pool):
-    found = server_pool.cron() if request.param != "no-pg_cron-installed" else None
-    if found is None:
-        pytest.skip("no server with pg_cron: install postgresql-<major>-cron")
-    return found
+    return available(server_pool.cron, request.param)
+
+
+@pytest.fixture(scope="session", params=labels())
+def timescaledb_server(request, server_pool):
+    return available(server_pool.timescaledb, request.param)
 
 
 @pytest.fixture
@@ -135,6 +156,14 @@ def cron_db(cron_server) -> Iterator[Database]:
 
 
 @pytest.fixture
+def timescaledb_db(timescaledb_server) -> Iterator[Database]:
+    """A fresh database with the timescaledb extension, reached as the superuser."""
+    with new_database(timescaledb_server) as database:
+        database.execute("CREATE EXTENSION timescaledb")
+        yield database
+
+
+@pytest.fixture
 def app_db(server) -> Iterator[Database]:
     """A database owned by a non-superuser login role, reached as that role (CNPG's `app`)."""
     with login_role(server) as role, fresh_database(server, "app", owner=role) as name:
@@ -159,19 +188,18 @@ def alembic_config():
 
 @pytest.fixture(
     params=[
-        *(f"with_pg_cron-{label}" for label in cron_labels()),
-        *(f"without_pg_cron-{label}" for label in plain_labels()),
+        *(f"with_pg_cron-{label}" for label in labels()),
+        *(f"without_pg_cron-{label}" for label in labels()),
     ]
 )
 def alembic_engine(request, server_pool):
     """pytest-alembic's standard checks run on every kind of server."""
-    if request.param.startswith("with_pg_cron"):
-        found = server_pool.cron()
-        if found is None:
-            pytest.skip("no server with pg_cron")
+    kind, _, label = request.param.partition("-")
+    if kind == "with_pg_cron":
+        found = available(server_pool.cron, label)
         context = schema_in(found, found.cron_database)
     else:
-        found = server_pool.plain(request.param.removeprefix("without_pg_cron-"))
+        found = server_pool.plain(label)
         context = new_database(found)
     with context as database:
         engine = create_engine(

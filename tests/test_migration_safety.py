@@ -158,9 +158,11 @@ def test_a_downgrade_that_meets_a_refresh_fails_with_the_job_still_scheduled(cro
     assert_downgrade_fails_then_succeeds(cron_db, cron_db)
 
 
-def test_a_downgrade_that_meets_a_refresh_leaves_the_job_in_pg_crons_other_database():
+def test_a_downgrade_that_meets_a_refresh_leaves_the_job_in_pg_crons_other_database(cron_server):
     cron_database = contract.DEFAULT_CRON_DATABASE
-    with local_server("cron-in-postgres", pg_cron_database=cron_database) as cluster:
+    with local_server(
+        "cron-in-postgres", cron_server.install, pg_cron_database=cron_database
+    ) as cluster:
         cluster.create_database("app")
         assert_downgrade_fails_then_succeeds(
             Database(cluster, "app"), Database(cluster, cron_database)

@@ -82,15 +82,17 @@ def migrate(database: Database, cron_server, cron_database: str, x: dict | None 
         "VALUES (now(), 'before', 'root', 'GET /before')"
     )
     notices = database.migrate("upgrade", "head", x=x)
-    shape = Shape(database, cron_server, cron_database, notices)
-    with cron_server.connect(cron_database) as conn:
-        if conn.execute("SELECT to_regclass('cron.job')").fetchone()[0]:
-            shape.jobid = job_id(shape.cron_connect, database.job_name)
-        shape.prepared_at = conn.execute("SELECT now()").fetchone()[0]
     database.execute(
         "INSERT INTO otel_traces (timestamp, trace_id, span_id, name) "
         "VALUES (now(), 'after', 'root', 'GET /after')"
     )
+    shape = Shape(database, cron_server, cron_database, notices)
+    with cron_server.connect(cron_database) as conn:
+        if conn.execute("SELECT to_regclass('cron.job')").fetchone()[0]:
+            shape.jobid = job_id(shape.cron_connect, database.job_name)
+        # After the span: a run that starts later sees it (one that started between the
+        # two once showed no span, on a tick that fell just there).
+        shape.prepared_at = conn.execute("SELECT now()").fetchone()[0]
     return shape
 
 
@@ -135,8 +137,8 @@ def wait_for_replay(primary: Database, standby: Database) -> None:
     )
 
 
-def drill(stack: ExitStack) -> Failover:
-    primary_server = stack.enter_context(local_server("primary", pg_cron_database="app"))
+def drill(stack: ExitStack, install: servers.Installation) -> Failover:
+    primary_server = stack.enter_context(local_server("primary", install, pg_cron_database="app"))
     standby_server = primary_server.standby(servers.server_user_dir("trace-summaries-standby-"))
     stack.callback(standby_server.remove)
     primary = Database(primary_server, "app")
@@ -187,17 +189,19 @@ def drill(stack: ExitStack) -> Failover:
     wait_for_replay(primary, standby)
     primary_server.stop()
     standby_server.promote()
-    promoted_at = standby.scalar("SELECT now()")
     assert standby.scalar("SELECT pg_is_in_recovery()") is False
     standby.execute(
         "INSERT INTO otel_traces (timestamp, trace_id, span_id, name) "
         "VALUES (now(), 'after-failover', 'root', 'GET /after')"
     )
+    promoted_at = standby.scalar("SELECT now()")  # after the span, as in migrate()
     return Failover(standby, jobid, promoted_at, reads, len(refreshes), errors)
 
 
 @pytest.fixture(scope="module")
 def shapes(cron_server) -> Iterator[dict]:
+    """Every shape on the major version of ``cron_server`` (its build and its pg_cron)."""
+    install = cron_server.install
     with ExitStack() as stack:
         found: dict = {}
 
@@ -216,7 +220,9 @@ def shapes(cron_server) -> Iterator[dict]:
 
         # 2: preloaded, cron.database_name is this database, extension not created yet.
         bare = stack.enter_context(
-            local_server("bare", pg_cron_database="app", create_extension=False, password=PASSWORD)
+            local_server(
+                "bare", install, pg_cron_database="app", create_extension=False, password=PASSWORD
+            )
         )
         # First, while there is no extension: roles that may not create it.
         as_app = owned_schema(stack, bare, "app", read_settings=True)
@@ -227,7 +233,9 @@ def shapes(cron_server) -> Iterator[dict]:
 
         # 3: pg_cron lives in the postgres database; the app database is another one.
         elsewhere = stack.enter_context(
-            local_server("elsewhere", pg_cron_database=DEFAULT_CRON_DATABASE, password=PASSWORD)
+            local_server(
+                "elsewhere", install, pg_cron_database=DEFAULT_CRON_DATABASE, password=PASSWORD
+            )
         )
         elsewhere.create_database("app")
         found["elsewhere"] = migrate(Database(elsewhere, "app"), elsewhere, DEFAULT_CRON_DATABASE)
@@ -239,14 +247,14 @@ def shapes(cron_server) -> Iterator[dict]:
 
         # 3': CNPG's default layout: `app` may use cron.schedule_in_database, reads no settings.
         cnpg = stack.enter_context(
-            local_server("cnpg", pg_cron_database=DEFAULT_CRON_DATABASE, password=PASSWORD)
+            local_server("cnpg", install, pg_cron_database=DEFAULT_CRON_DATABASE, password=PASSWORD)
         )
         app = app_database(stack, cnpg)
         found["cnpg_default"] = migrate(app, cnpg, DEFAULT_CRON_DATABASE)
 
         # 3'': pg_cron in a database that only -x cron_database names.
         custom = stack.enter_context(
-            local_server("custom", pg_cron_database="scheduler", password=PASSWORD)
+            local_server("custom", install, pg_cron_database="scheduler", password=PASSWORD)
         )
         found["custom_unnamed"] = migrate(app_database(stack, custom), custom, "scheduler")
         found["custom_named"] = migrate(
@@ -259,12 +267,16 @@ def shapes(cron_server) -> Iterator[dict]:
         # 6: CNPG's authentication with background workers off.
         libpq = stack.enter_context(
             local_server(
-                "libpq", pg_cron_database="app", background_workers=False, password=PASSWORD
+                "libpq",
+                install,
+                pg_cron_database="app",
+                background_workers=False,
+                password=PASSWORD,
             )
         )
         found["libpq"] = migrate(Database(libpq, "app"), libpq, "app")
 
-        found["failover"] = drill(stack)
+        found["failover"] = drill(stack, install)
         yield found
 
 

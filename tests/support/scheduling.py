@@ -26,5 +26,12 @@ def scope(nodeid: str) -> str:
 
 
 class ModuleAndServerScheduling(LoadScopeScheduling):
+    """Units of work in the collection's order, which conftest makes: the pg_cron tick waits
+    first (xdist's own reordering, largest units first, would put them anywhere)."""
+
+    def __init__(self, config, log=None) -> None:
+        super().__init__(config, log)
+        config.option.loadscopereorder = False
+
     def _split_scope(self, nodeid: str) -> str:
         return scope(nodeid)

