@@ -64,6 +64,19 @@ Waits
     read), so an insert may wait for it, for as long as that statement waits
     for the inserts before it, never past ``lock_timeout``. Each partition's
     index is then built concurrently and attached, which inserts never wait for.
+
+    A TimescaleDB hypertable refuses ``CREATE INDEX CONCURRENTLY``. Its index
+    goes ``ON ONLY`` the hypertable ``WITH (timescaledb.transaction_per_chunk)``:
+    a catalog-only statement that holds a SHARE lock on the hypertable itself
+    for about 2 ms (inserts into its chunks may wait that long, never past
+    ``lock_timeout``; a statement that times out is tried again). Each chunk
+    that lacks a valid index of that definition then gets one with ``CREATE
+    INDEX CONCURRENTLY`` (an invalid one, left by a kill, is rebuilt with
+    ``REINDEX CONCURRENTLY``), which inserts never wait for; chunks made later
+    get it from the hypertable. Measured (tests/test_hypertables.py, two
+    upgrades at once over a million spans in six chunks of a day, a collector
+    inserting one span at a time under ``lock_timeout = 200ms``): about 2,500
+    inserts, none failed, the slowest 12 to 15 ms, no lock wait seen.
 """
 
 import time
