@@ -33,6 +33,7 @@ from tests.support import ROOT
 from tests.support.database import Database, new_database, schema_in
 from tests.support.roles import ROLE_PASSWORD, login_role
 from tests.support.servers import NO_SKIPS, ServerPool, fresh_database, labels
+from tests.support.stores import HYPERTABLE, prepare
 
 
 # -- no skips in the project's own CI ---------------------------------------------
@@ -47,14 +48,18 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The units of work (tests.support.scheduling) that wait for a real pg_cron tick go first,
-    so the wait overlaps the rest; then the largest units, as xdist's loadscope orders them."""
+    """The units of work (tests.support.scheduling) with a test that waits for a real pg_cron
+    tick go first, so the wait overlaps the rest; then the largest units, as xdist's
+    loadscope orders them."""
     from tests.support.scheduling import scope
 
     sizes = Counter(scope(item.nodeid) for item in items)
+    ticking = {scope(item.nodeid) for item in items if item.get_closest_marker("pg_cron_tick")}
+    # By unit only (a stable sort): within one, pytest's order, which sets up each
+    # parameter of a module-scoped fixture once.
     items.sort(
         key=lambda item: (
-            item.get_closest_marker("pg_cron_tick") is None,
+            scope(item.nodeid) not in ticking,
             -sizes[scope(item.nodeid)],
             scope(item.nodeid),
         )
@@ -159,7 +164,7 @@ def cron_db(cron_server) -> Iterator[Database]:
 def timescaledb_db(timescaledb_server) -> Iterator[Database]:
     """A fresh database with the timescaledb extension, reached as the superuser."""
     with new_database(timescaledb_server) as database:
-        database.execute("CREATE EXTENSION timescaledb")
+        prepare(timescaledb_server, database.dbname, HYPERTABLE)
         yield database
 
 

@@ -29,6 +29,7 @@ from tests.support.incremental import copy_spans, table_rows
 from tests.support.roles import ROLE_PASSWORD, login_role
 from tests.support.servers import NO_SKIPS, fresh_database
 from tests.support.spans import span_columns, trace_ids
+from tests.support.stores import prepare, server_for, store_id, store_params
 
 # Where a not-byte-order collation comes from, best first.
 COLLATIONS = (
@@ -39,9 +40,12 @@ COLLATIONS = (
 )
 
 
-@pytest.fixture(scope="module")
-def semantics_db(server) -> Iterator[Database]:
-    """A database where 'a' < 'B', owned by, and used as, a non-superuser (CNPG's `app`)."""
+@pytest.fixture(scope="module", params=store_params(), ids=store_id)
+def semantics_db(request, server_pool) -> Iterator[Database]:
+    """A database where 'a' < 'B', owned by, and used as, a non-superuser (CNPG's `app`);
+    otel_traces a plain table, or a hypertable."""
+    store, label = request.param
+    server = server_for(server_pool, store, label)
     with login_role(server) as app, ExitStack() as stack:
         for label, options in COLLATIONS:
             try:
@@ -54,6 +58,7 @@ def semantics_db(server) -> Iterator[Database]:
             break
         else:
             raise AssertionError("could not create the semantics database")
+        prepare(server, name, store)
         database = Database(server, name, user=app, password=ROLE_PASSWORD)
         database.collation = chosen
         database.migrate("upgrade", "head")

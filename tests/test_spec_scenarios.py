@@ -23,6 +23,8 @@ from tests.support.data import LISTING_DATA_SQL, LISTING_TRACES
 from tests.support.database import Database, schema_in
 from tests.support.revisions import FIRST, HEAD
 from tests.support.roles import ROLE_PASSWORD, grant, login_role
+from tests.support.servers import labels
+from tests.support.stores import HYPERTABLE, PLAIN, prepare
 
 SPEC_TIME_RANGE_QUERY = (
     "EXPLAIN ANALYZE SELECT * FROM otel_trace_summaries "
@@ -34,29 +36,43 @@ SPEC_SERVICE_QUERY = (
 )
 SPEC_CRON_QUERY = "SELECT * FROM cron.job WHERE command LIKE '%otel_trace_summaries%';"
 SPEC_READ_QUERY = "SELECT * FROM otel_trace_summaries LIMIT 10;"
+HYPERTABLE_SQL = """
+SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables
+               WHERE hypertable_schema = current_schema() AND hypertable_name = 'otel_traces')
+"""
 
 
-@pytest.fixture(scope="module", params=["as_superuser", "as_app_owner"])
-def listing_db(request, cron_server) -> Iterator[Database]:
+LAYOUTS = ("as_superuser", "as_app_owner", "as_app_owner_over_a_hypertable")
+
+
+@pytest.fixture(
+    scope="module",
+    params=[(layout, label) for label in labels() for layout in LAYOUTS],
+    ids=lambda param: "-".join(param),
+)
+def listing_db(request, server_pool) -> Iterator[Database]:
     """A pg_cron schema holding 50,000 traces of spans, then migrated to head.
 
     The spans are there before the migration runs, as in the spec's scenario
     "the migration runs against a CNPG cluster with existing trace data". Once
     as the superuser, once as CNPG's kind of `app` user: a non-superuser that
-    owns its schema and may use schema cron.
+    owns its schema and may use schema cron; and once more as `app` where
+    TimescaleDB is installed, so that revision 1 makes otel_traces a hypertable.
     """
+    layout, label = request.param
+    hypertable = layout.endswith("hypertable")
+    server = (server_pool.timescaledb if hypertable else server_pool.cron)(label)
     with ExitStack() as stack:
         owner = password = None
-        if request.param == "as_app_owner":
-            owner = stack.enter_context(
-                login_role(cron_server, databases=(cron_server.cron_database,))
-            )
+        if layout != "as_superuser":
+            owner = stack.enter_context(login_role(server, databases=(server.cron_database,)))
             password = ROLE_PASSWORD
-            grant(cron_server, cron_server.cron_database, "GRANT USAGE ON SCHEMA cron TO {}", owner)
-        database = stack.enter_context(
-            schema_in(cron_server, cron_server.cron_database, owner, password)
-        )
+            grant(server, server.cron_database, "GRANT USAGE ON SCHEMA cron TO {}", owner)
+        prepare(server, server.cron_database, HYPERTABLE if hypertable else PLAIN)
+        database = stack.enter_context(schema_in(server, server.cron_database, owner, password))
         database.migrate("upgrade", FIRST)
+        if hypertable:
+            assert database.scalar(HYPERTABLE_SQL)
         database.execute(LISTING_DATA_SQL)
         database.execute("ANALYZE otel_traces")
         database.notices = database.migrate("upgrade", "head")
