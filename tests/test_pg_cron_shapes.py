@@ -33,7 +33,7 @@ import pytest
 from cnpg_trace_summaries.contract import DEFAULT_CRON_DATABASE
 from cnpg_trace_summaries.dev import servers
 from tests.support.commands import run_cli
-from tests.support.cron import SCHEDULE_GRANTS, first_run_after, job_id
+from tests.support.cron import app_database, first_run_after, job_id
 from tests.support.data import LISTING_DATA_SQL
 from tests.support.database import Database, schema_in
 from tests.support.processes import wait_for
@@ -102,16 +102,6 @@ def owned_schema(stack: ExitStack, server, dbname: str, *, read_settings: bool) 
     if read_settings:
         grant(server, dbname, "GRANT pg_read_all_settings TO {}", role)
     return stack.enter_context(schema_in(server, dbname, role, ROLE_PASSWORD))
-
-
-def app_database(stack: ExitStack, server) -> Database:
-    """CNPG's layout: a database owned by a non-superuser login, which may schedule its job in
-    the database pg_cron lives in (SCHEDULE_GRANTS, run there by the superuser)."""
-    role = stack.enter_context(login_role(server, databases=(server.cron_database,)))
-    server.create_database(f"app_{role}", owner=role)
-    stack.callback(partial(server.drop_database, f"app_{role}"))
-    grant(server, server.cron_database, SCHEDULE_GRANTS, role, role)
-    return Database(server, f"app_{role}", user=role, password=ROLE_PASSWORD)
 
 
 @dataclass

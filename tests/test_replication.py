@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -33,32 +34,40 @@ def publisher_server(request):
         yield cluster
 
 
+@contextmanager
+def subscription(publisher: Database, subscriber: Database, name: str) -> Iterator[None]:
+    """``subscriber`` subscribed to ``publisher``'s publication ``name`` (a slot made for it)."""
+    slot = f"slot_{subscriber.dbname}"
+    publisher.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
+    subscriber.execute(
+        f"CREATE SUBSCRIPTION {name} CONNECTION '{publisher.url.split('?')[0]}' "
+        f"PUBLICATION {name} WITH (slot_name = '{slot}', create_slot = false)"
+    )
+    try:
+        yield
+    finally:
+        subscriber.execute(f"ALTER SUBSCRIPTION {name} DISABLE")
+        subscriber.execute(f"ALTER SUBSCRIPTION {name} SET (slot_name = NONE)")
+        subscriber.execute(f"DROP SUBSCRIPTION {name}")
+        publisher.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+
+
+@contextmanager
+def two_databases(server) -> Iterator[tuple[Database, Database]]:
+    with fresh_database(server, "pub") as pub, fresh_database(server, "sub") as sub:
+        yield Database(server, pub), Database(server, sub)
+
+
 @pytest.fixture
 def replicated(publisher_server) -> Iterator[tuple[Database, Database]]:
     """A publisher's otel_traces (revision 1, with spans) and an incremental subscriber."""
-    with (
-        fresh_database(publisher_server, "pub") as pub_name,
-        fresh_database(publisher_server, "sub") as sub_name,
-    ):
-        publisher = Database(publisher_server, pub_name)
-        subscriber = Database(publisher_server, sub_name)
+    with two_databases(publisher_server) as (publisher, subscriber):
         publisher.migrate("upgrade", FIRST)
         publisher.execute(traces_sql("before", 200))
         publisher.execute("CREATE PUBLICATION traces FOR TABLE otel_traces")
         subscriber.migrate("upgrade", "head", x={"summaries": "incremental"})
-        slot = f"slot_{sub_name}"
-        publisher.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
-        subscriber.execute(
-            f"CREATE SUBSCRIPTION traces CONNECTION '{publisher.url.split('?')[0]}' "
-            f"PUBLICATION traces WITH (slot_name = '{slot}', create_slot = false)"
-        )
-        try:
+        with subscription(publisher, subscriber, "traces"):
             yield publisher, subscriber
-        finally:
-            subscriber.execute("ALTER SUBSCRIPTION traces DISABLE")
-            subscriber.execute("ALTER SUBSCRIPTION traces SET (slot_name = NONE)")
-            subscriber.execute("DROP SUBSCRIPTION traces")
-            publisher.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
 
 
 def caught_up(publisher: Database, subscriber: Database) -> None:
@@ -104,32 +113,16 @@ def test_a_subscriber_whose_capture_cannot_fire_is_unhealthy_and_told_what_to_ru
 
 def test_a_subscription_that_copies_this_projects_own_tables_is_named_by_status(publisher_server):
     """A publication FOR ALL TABLES from an incremental publisher: its bookkeeping clashes."""
-    with (
-        fresh_database(publisher_server, "pub") as pub_name,
-        fresh_database(publisher_server, "sub") as sub_name,
-    ):
-        publisher = Database(publisher_server, pub_name)
-        subscriber = Database(publisher_server, sub_name)
+    with two_databases(publisher_server) as (publisher, subscriber):
         for database in (publisher, subscriber):
             database.migrate("upgrade", "head", x={"summaries": "incremental"})
         publisher.execute("CREATE PUBLICATION everything FOR ALL TABLES")
-        slot = f"slot_{sub_name}"
-        publisher.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
-        subscriber.execute(
-            f"CREATE SUBSCRIPTION everything CONNECTION '{publisher.url.split('?')[0]}' "
-            f"PUBLICATION everything WITH (slot_name = '{slot}', create_slot = false)"
-        )
-        try:
+        with subscription(publisher, subscriber, "everything"):
             result = run_cli("status", "--json", DATABASE_URL=subscriber.url)
-            assert result.returncode == 2
-            problems = json.loads(result.stdout)["problems"]
-            assert any(
-                "subscription everything copies this project's own tables" in p
-                and "otel_trace_summaries_state" in p
-                for p in problems
-            ), problems
-        finally:
-            subscriber.execute("ALTER SUBSCRIPTION everything DISABLE")
-            subscriber.execute("ALTER SUBSCRIPTION everything SET (slot_name = NONE)")
-            subscriber.execute("DROP SUBSCRIPTION everything")
-            publisher.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+    assert result.returncode == 2
+    problems = json.loads(result.stdout)["problems"]
+    assert any(
+        "subscription everything copies this project's own tables" in p
+        and "otel_trace_summaries_state" in p
+        for p in problems
+    ), problems

@@ -60,10 +60,12 @@ def attacker(db: Database) -> Iterator[str]:
         yield role
 
 
-def plant(db: Database, role: str, hijack: str) -> None:
+def plant(db: Database, role: str) -> None:
+    """Every hijack at once: each is its own way in, and none may work."""
     escalate = ESCALATE.format(attacker=role)
     with psycopg.connect(db.as_role(role, ROLE_PASSWORD).url, autocommit=True) as conn:
-        conn.execute(HIJACKS[hijack].format(escalate=escalate))
+        for hijack in HIJACKS.values():
+            conn.execute(hijack.format(escalate=escalate))
 
 
 def run_the_job(db: Database, mode: str) -> None:
@@ -79,18 +81,17 @@ def assert_gained_nothing(db: Database, role: str) -> None:
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("hijack", HIJACKS)
 @pytest.mark.parametrize("planted", ["before the install", "after the install"])
 def test_a_role_with_only_create_on_the_schema_gains_nothing_and_the_job_still_runs(
-    db, attacker, mode, hijack, planted
+    db, attacker, mode, planted
 ):
     db.migrate("upgrade", FIRST)
     db.execute(traces_sql("t", 20))
     if planted == "before the install":
-        plant(db, attacker, hijack)
+        plant(db, attacker)
     db.migrate("upgrade", "head", x={"summaries": mode})
     if planted == "after the install":
-        plant(db, attacker, hijack)
+        plant(db, attacker)
     db.execute(traces_sql("late", 5))
     run_the_job(db, mode)
     with db.connect(autocommit=True) as conn:

@@ -452,6 +452,9 @@ def run_planned(plan: str) -> None:
 
 def upgrade() -> None:
     """Create (or adopt) otel_traces, then build the indexes an adopted one lacks."""
+    # What the options ask of pg_cron for the summaries (revision 00000000000007) is
+    # checked before anything runs: a refusal leaves the database as it was.
+    api.check_refresher(api.locate_cron())
     op.execute(CREATE_OR_ADOPT_TRACE_STORE)
     run_planned(PLAN_INDEXES)
 

@@ -220,12 +220,14 @@ def _cron_problems(report: Health, stale_after: float) -> list[str]:
     success_age = row and row["last_success_age_seconds"]
     if success_age is not None and success_age > stale_after:
         problems.append(
-            f"the last successful refresh was {success_age:.0f}s ago (> {stale_after:.0f}s)"
+            f"the last successful refresh was {success_age:.0f}s ago (> {stale_after:.0f}s, "
+            f"{metrics.STALE_INTERVALS} intervals of {report.refresh_interval})"
         )
     installed_age = report.metrics["installed_age_seconds"]
     if cron.last_success_at is None and installed_age > stale_after:
         problems.append(
             f"pg_cron job {job.jobid} has never succeeded (stale after {stale_after:.0f}s, "
+            f"{metrics.STALE_INTERVALS} intervals of {report.refresh_interval}; "
             f"installed {installed_age:.0f}s ago)"
         )
     return problems

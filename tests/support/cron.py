@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import datetime
+from functools import partial
 
 import psycopg
 
 from cnpg_trace_summaries.pgcron import GRANTS_FOR_SCHEDULE_IN_DATABASE
 from tests.support.database import Database
+from tests.support.roles import ROLE_PASSWORD, grant, login_role
 
 TICK_TIMEOUT_SECONDS = 200
 
@@ -70,3 +73,24 @@ def jobs_named(database: Database, *names: str) -> dict[str, int]:
 def job_command(database: Database, jobname: str) -> str | None:
     """The command of the pg_cron job ``jobname`` (``database`` is where pg_cron lives)."""
     return database.scalar("SELECT command FROM cron.job WHERE jobname = %s", (jobname,))
+
+
+def app_database(stack: ExitStack, server, role: str | None = None) -> Database:
+    """CNPG's layout: a database owned by a non-superuser login, which may schedule its job in
+    the database pg_cron lives in (SCHEDULE_GRANTS, run there by the superuser).
+
+    ``role``: the login's name (the same on two servers); a new random one by default.
+    """
+    role = stack.enter_context(login_role(server, databases=(server.cron_database,), name=role))
+    name = f"app_{role}"
+    server.create_database(name, owner=role)
+    stack.callback(partial(server.drop_database, name))
+    stack.callback(partial(unschedule_jobs_of, server, name))  # first: no job outlives its database
+    grant(server, server.cron_database, SCHEDULE_GRANTS, role, role)
+    return Database(server, name, user=role, password=ROLE_PASSWORD)
+
+
+def unschedule_jobs_of(server, dbname: str) -> None:
+    """Remove the pg_cron jobs that run in ``dbname`` (as the superuser, where pg_cron lives)."""
+    with server.connect(server.cron_database, autocommit=True) as conn:
+        conn.execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE database = %s", (dbname,))

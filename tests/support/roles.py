@@ -14,12 +14,15 @@ ROLE_PASSWORD = "app-password"
 
 
 @contextmanager
-def login_role(server, prefix: str = "app", *, databases: tuple[str, ...] = ()) -> Iterator[str]:
+def login_role(
+    server, prefix: str = "app", *, databases: tuple[str, ...] = (), name: str | None = None
+) -> Iterator[str]:
     """A new NOSUPERUSER login role with ROLE_PASSWORD; dropped (with what it owns) afterwards.
 
     ``databases``: where it may own objects besides ``postgres`` (dropped there too).
+    ``name``: the role's name (the same role on two servers); ``prefix_<random>`` by default.
     """
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    name = name or f"{prefix}_{uuid.uuid4().hex[:8]}"
     with server.connect(autocommit=True) as conn:
         conn.execute(
             sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(

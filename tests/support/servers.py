@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,6 +44,27 @@ def labels() -> list[str]:
     if TEST_DATABASE_URL:
         return ["external"]
     return [install.label for install in plain_installations()]
+
+
+# pg_cron takes schedules in seconds ('10 seconds') from this release on.
+PG_CRON_SECONDS_SINCE = (1, 5)
+
+
+def cron_labels(*, takes_seconds: bool) -> list[str]:
+    """The labels whose pg_cron server runs a pg_cron that does (or does not) take schedules
+    in seconds, from the version its installation holds (none with TEST_DATABASE_URL)."""
+    found = []
+    for label in labels():
+        if label == "external":
+            continue
+        try:
+            install = servers.find_installation(major=major(label), pg_cron=True)
+        except servers.ServerError:
+            continue
+        version = tuple(int(n) for n in re.findall(r"\d+", install.extension("pg_cron").version))
+        if (version[:2] >= PG_CRON_SECONDS_SINCE) == takes_seconds:
+            found.append(label)
+    return found
 
 
 def major(label: str) -> int:
