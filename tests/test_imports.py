@@ -23,7 +23,7 @@ import pytest
 from cnpg_trace_summaries.contract import DEFAULT_CRON_DATABASE, MODES, SUMMARIES
 from cnpg_trace_summaries.dev import servers
 from tests.support.commands import run_cli
-from tests.support.cron import app_database, first_run_after, job_id
+from tests.support.cron import app_database, first_run_after, hurry, job_id
 from tests.support.database import Database
 from tests.support.incremental import traces_sql
 from tests.support.roles import login_role
@@ -77,14 +77,12 @@ def cli(database: Database, *args: str) -> subprocess.CompletedProcess:
 
 
 def the_job_runs(database: Database) -> None:
-    """The job, scheduled again where pg_cron lives, runs and succeeds (at once: the next
-    five seconds where pg_cron takes seconds, its next tick otherwise)."""
+    """The job, scheduled again where pg_cron lives, runs and succeeds."""
     cron = Database(database.server, DEFAULT_CRON_DATABASE)
     jobid = job_id(cron.connect, database.job_name)
     assert jobid is not None, "no job after the repair"
     started = cron.scalar("SELECT now()")
-    if cron.scalar("SELECT extversion >= '1.5' FROM pg_extension WHERE extname = 'pg_cron'"):
-        cron.execute("SELECT cron.alter_job(%s, schedule := '5 seconds')", (jobid,))
+    hurry(cron.connect, jobid)
     run_ = first_run_after(cron.connect, jobid, started)
     assert run_["status"] == "succeeded", run_
 

@@ -33,7 +33,7 @@ import pytest
 from cnpg_trace_summaries.contract import DEFAULT_CRON_DATABASE
 from cnpg_trace_summaries.dev import servers
 from tests.support.commands import run_cli
-from tests.support.cron import app_database, first_run_after, job_id
+from tests.support.cron import app_database, first_run_after, hurry, job_id
 from tests.support.data import LISTING_DATA_SQL
 from tests.support.database import Database, schema_in
 from tests.support.processes import wait_for
@@ -90,6 +90,8 @@ def migrate(database: Database, cron_server, cron_database: str, x: dict | None 
     with cron_server.connect(cron_database) as conn:
         if conn.execute("SELECT to_regclass('cron.job')").fetchone()[0]:
             shape.jobid = job_id(shape.cron_connect, database.job_name)
+            if shape.jobid is not None:
+                hurry(shape.cron_connect, shape.jobid)
         # After the span: a run that starts later sees it (one that started between the
         # two once showed no span, on a tick that fell just there).
         shape.prepared_at = conn.execute("SELECT now()").fetchone()[0]
@@ -137,6 +139,7 @@ def drill(stack: ExitStack, install: servers.Installation) -> Failover:
     primary.execute(LISTING_DATA_SQL)
     primary.migrate("upgrade", "head")
     jobid = job_id(partial(primary_server.connect, "app"), primary.job_name)
+    hurry(partial(primary_server.connect, "app"), jobid)  # replayed on the standby too
     wait_for_replay(primary, standby)
     assert standby.scalar("SELECT pg_is_in_recovery()") is True
     assert standby.scalar("SELECT count(*) FROM otel_trace_summaries") == 50_000
