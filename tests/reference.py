@@ -1,4 +1,4 @@
-"""A pure-Python reference of the semantics table (README, "Semantics of one summary row").
+"""A pure-Python reference of the semantics (docs/ARCHITECTURE.md, "Semantics of one summary row").
 
 The view must agree with this on any data; tests/test_semantics.py checks it
 does, on named examples and on generated trace sets.

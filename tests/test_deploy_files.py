@@ -15,9 +15,9 @@ from pathlib import Path
 
 import yaml
 
+from cnpg_trace_summaries import interval as intervals
 from cnpg_trace_summaries.contract import (
     DEFAULT_CRON_DATABASE,
-    REFRESH_INTERVAL_SECONDS,
     REFRESH_SCHEDULE,
 )
 from cnpg_trace_summaries.database import normalize_url
@@ -200,13 +200,17 @@ def test_the_pods_run_as_a_numeric_non_root_user_without_privileges():
 
 
 # -- the refresh CronJob ------------------------------------------------------------------
-def test_the_refresh_cronjob_runs_the_console_command_on_the_contract_schedule():
+def test_the_refresh_cronjob_runs_the_console_command_at_the_interval_it_names():
     assert CRONJOB["apiVersion"] == "batch/v1"
     spec = CRONJOB["spec"]
-    assert spec["schedule"] == REFRESH_SCHEDULE
+    env = {variable["name"]: variable.get("value") for variable in container(CRONJOB)["env"]}
+    every = intervals.parse(env["TRACE_SUMMARIES_REFRESH_INTERVAL"])
+    assert not every.in_seconds  # a CronJob schedules whole minutes
+    assert spec["schedule"] == every.cron
+    assert every == intervals.DEFAULT and every.cron == REFRESH_SCHEDULE  # the spec's
     assert spec["concurrencyPolicy"] == "Forbid"
     # Ends before the next run is due.
-    assert job_spec(CRONJOB)["activeDeadlineSeconds"] < REFRESH_INTERVAL_SECONDS
+    assert job_spec(CRONJOB)["activeDeadlineSeconds"] < every.seconds
     assert pod_spec(CRONJOB)["restartPolicy"] == "Never"
     command = container(CRONJOB)["command"]
     assert command[0] in PYPROJECT["scripts"]

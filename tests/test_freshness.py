@@ -124,3 +124,14 @@ def test_at_10s_status_is_unhealthy_once_no_run_has_succeeded_within_two_interva
     assert stale() == []  # just installed: within two intervals
     time.sleep(21)  # two intervals of 10 s, and a second
     assert stale()
+
+
+def test_a_lost_record_gets_back_the_interval_its_job_runs_at(seconds_db: Database):
+    seconds_db.migrate("upgrade", "head", x=TEN_SECONDS)
+    seconds_db.execute(f"COMMENT ON TABLE {SUMMARIES} IS 'someone wrote over it'")
+    repaired = run_cli("repair", DATABASE_URL=seconds_db.url)
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert "refreshed every 10s (as its pg_cron job runs" in repaired.stdout
+    assert job(seconds_db)[1] == "10 seconds"
+    status = json.loads(run_cli("status", "--json", DATABASE_URL=seconds_db.url).stdout)
+    assert (status["mode"], status["refresh_interval"]) == ("incremental", "10s")

@@ -4,8 +4,8 @@ An interval is written ``10s``, ``2min`` or ``1h`` (also ``10 seconds``,
 ``2 minutes``, ``120``: seconds). pg_cron runs a job on a cron schedule, so
 an interval must divide its unit evenly: 1 to 59 seconds (pg_cron 1.5 and
 later only), a number of minutes that divides an hour, or of hours that
-divides a day. The cron schedule of an interval is computed by SQL
-(:data:`cnpg_trace_summaries.sql.cron.SCHEDULE`), where the job is scheduled.
+divides a day. :attr:`Interval.cron` is its pg_cron schedule; the SQL that
+schedules the job is rendered from it (:data:`cnpg_trace_summaries.sql.common.SCHEDULE`).
 """
 
 from __future__ import annotations
@@ -53,12 +53,28 @@ class Interval:
         raise AssertionError(self.seconds)
 
     @property
+    def cron(self) -> str:
+        """pg_cron's schedule for it: '10 seconds', '* * * * *', '*/2 * * * *', '0 */6 * * *'."""
+        if self.seconds < 60:
+            return f"{self.seconds} seconds"
+        if self.seconds < 3600:
+            minutes = self.seconds // 60
+            return "* * * * *" if minutes == 1 else f"*/{minutes} * * * *"
+        hours = self.seconds // 3600
+        return "0 * * * *" if hours == 1 else f"0 */{hours} * * *"
+
+    @property
     def in_seconds(self) -> bool:
         """Whether pg_cron needs second schedules (1.5 and later) for it."""
         return self.seconds < 60
 
 
 DEFAULT = Interval(REFRESH_INTERVAL_SECONDS)
+
+
+def of_schedule(schedule: str) -> Interval | None:
+    """The interval whose pg_cron schedule is ``schedule`` (None for any other schedule)."""
+    return next((every for every in map(Interval, ALLOWED) if every.cron == schedule), None)
 
 
 def nearest(seconds: float) -> Interval:

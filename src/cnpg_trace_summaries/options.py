@@ -31,7 +31,7 @@ def milliseconds(raw: str) -> float:
     """A PostgreSQL duration (a number with an optional unit; none: milliseconds) in ms."""
     found = _DURATION.match(raw.strip())
     if not found:
-        raise ValueError("a number with an optional unit (ms, s, min, h), like 5s")
+        raise ValueError("a number with an optional unit (us, ms, s, min, h, d), like 5s")
     return int(found.group(1)) * _MILLISECONDS[found.group(2)]
 
 

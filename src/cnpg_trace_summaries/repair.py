@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from cnpg_trace_summaries import interval as intervals
 from cnpg_trace_summaries import modes, pgcron
 from cnpg_trace_summaries.contract import (
     HEAD_REVISION,
@@ -100,7 +101,7 @@ def repair(
     try:
         found = modes.installed(place.conn, place.schema)
     except modes.NoRecordError:
-        found = _restore_record(place, result, dry_run)
+        found = _restore_record(place, result, dry_run, cron_database)
     if found is None:
         raise modes.NotInstalledError(modes.NOT_INSTALLED)
     mode = found.mode
@@ -115,21 +116,27 @@ def repair(
     return result
 
 
-def _restore_record(place: Place, result: Repair, dry_run: bool) -> modes.Installed | None:
+def _restore_record(
+    place: Place, result: Repair, dry_run: bool, cron_database: str
+) -> modes.Installed | None:
     relkind = place.one(RELKIND_SQL)
     if relkind is None:
         return None
     mode = next(m for m in modes.MODES.values() if m.relkind == relkind)
-    values = {"refresh_interval": DEFAULT_INTERVAL.text}
+    # The interval: the one the surviving job runs at, else the default.
+    job = pgcron.find_job(place, pgcron.locate(place, cron_database)).job
+    every = (job and intervals.of_schedule(job.schedule)) or DEFAULT_INTERVAL
+    values = {"refresh_interval": every.text}
     if not dry_run:
         with place.conn.transaction():
             place.conn.execute(set_values(values, "%({})s"), values)
             place.execute(common.record(mode.kind, mode.name))
     result.changes.append(
         f"recorded the install in the comment of {SUMMARIES}: {mode.name} mode (from its kind), "
-        f"refreshed every {DEFAULT_INTERVAL.text} (change it with `trace-summaries schedule`)"
+        f"refreshed every {every.text} ({'as its pg_cron job runs' if job else 'the default'}; "
+        "change it with `trace-summaries schedule`)"
     )
-    record = common.Record(mode.name, DEFAULT_INTERVAL.text, None)
+    record = common.Record(mode.name, every.text, None)
     return modes.Installed(mode, record)
 
 

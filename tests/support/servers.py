@@ -1,4 +1,4 @@
-"""The servers the tests run on: started with cnpg_trace_summaries.servers, or given by URL.
+"""The servers the tests run on: started with cnpg_trace_summaries.dev.servers, or given by URL.
 
 * :func:`local_server` starts a throwaway cluster (from the one template data
   directory per installation) and removes it afterwards.

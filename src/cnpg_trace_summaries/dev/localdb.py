@@ -1,6 +1,6 @@
 """The local PostgreSQL cluster that ``make run`` starts and reuses.
 
-It is a :class:`~cnpg_trace_summaries.servers.Cluster` set up the way the
+It is a :class:`~cnpg_trace_summaries.dev.servers.Cluster` set up the way the
 migrations expect a CNPG cluster with pg_cron to be: pg_cron preloaded,
 ``cron.database_name`` = the app database, ``cron.use_background_workers =
 on``, password (SCRAM) authentication on 127.0.0.1 only. Where it lives, its

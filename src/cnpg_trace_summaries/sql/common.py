@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cnpg_trace_summaries.contract import CREATED_MARKER, SUMMARIES, SUMMARY_INDEXES, WINDOW
+from cnpg_trace_summaries.interval import ALLOWED, Interval
 from cnpg_trace_summaries.sql.render import do_block, qualified, value
 
 # Autovacuum: every refresh deletes the rows of traces that left the window or
@@ -95,14 +96,15 @@ RECORDED_MODE_SQL = r"substring({comment} from 'mode=([a-z_]+);')"
 RECORDED_INTERVAL_SQL = r"substring({comment} from 'refresh_interval=([0-9a-z]+);')"
 
 
-# The cron schedule of an interval as the record writes it (10s, 2min, 1h).
-SCHEDULE = """(CASE
-        WHEN {i} ~ '^[0-9]+s$' THEN rtrim({i}, 's') || ' seconds'
-        WHEN {i} = '1min' THEN '* * * * *'
-        WHEN {i} ~ '^[0-9]+min$' THEN '*/' || left({i}, -3) || ' * * * *'
-        WHEN {i} = '1h' THEN '0 * * * *'
-        WHEN {i} ~ '^[0-9]+h$' THEN '0 */' || rtrim({i}, 'h') || ' * * *'
-    END)"""
+# The cron schedule of an interval as the record writes it (10s, 2min, 1h): every
+# allowed interval, from Interval.cron.
+SCHEDULE = (
+    "(CASE {i}"
+    + "".join(
+        f"\n        WHEN '{every.text}' THEN '{every.cron}'" for every in map(Interval, ALLOWED)
+    )
+    + "\n    END)"
+)
 
 # An interval as the record writes it, in seconds.
 INTERVAL_SECONDS = """(CASE

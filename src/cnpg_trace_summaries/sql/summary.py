@@ -3,8 +3,8 @@
 The materialized view's definition, the incremental mode's per-trace
 recomputation, its full rebuild and ``trace-summaries verify`` are all built
 from :data:`AGGREGATES` (one pass over a trace's spans) and
-:data:`PROJECTION` (the 14 columns from those aggregates). The README's
-semantics table describes them, and tests/reference.py is their pure-Python
+:data:`PROJECTION` (the 14 columns from those aggregates). The semantics table of
+docs/ARCHITECTURE.md describes them, and tests/reference.py is their pure-Python
 twin that the tests compare them with.
 
 One pass over the window, one ``GROUP BY trace_id``: that is what a refresh
