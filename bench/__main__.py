@@ -28,11 +28,8 @@ has the full method):
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +40,7 @@ import psycopg
 
 from bench import generate, incremental, ingest, measure, output, report
 from bench.command_line import ROOT, parser
+from bench.facts import alembic, code_facts, server_facts
 from bench.workload import (
     ERROR_EVERY,
     LATE_SPANS,
@@ -98,19 +96,6 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def alembic(url: str, *args: str) -> float:
-    env = dict(os.environ, DATABASE_URL=url)
-    started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), *args],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return time.perf_counter() - started
-
-
 def upgrade_head(url: str, conn: psycopg.Connection) -> float:
     """``alembic upgrade head``, timed; then its pg_cron job is unscheduled."""
     took = alembic(url, "upgrade", "head")
@@ -125,60 +110,6 @@ def switch(url: str, conn: psycopg.Connection, mode: str, when: str = "") -> dic
     incremental.unschedule(conn)
     log(f"  {switched['output'].splitlines()[-1]}")
     return switched
-
-
-def server_facts(conn: psycopg.Connection) -> dict:
-    names = (
-        "server_version",
-        "shared_buffers",
-        "work_mem",
-        "maintenance_work_mem",
-        "max_parallel_workers_per_gather",
-        "jit",
-        "fsync",
-        "synchronous_commit",
-        "full_page_writes",
-        "max_wal_size",
-        "checkpoint_timeout",
-    )
-    facts = {name: conn.execute(f"SHOW {name}").fetchone()[0] for name in names}
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    facts |= {
-        "cpu_cores": os.cpu_count(),
-        "memory_gib": round(memory / 2**30, 1),
-        "bench_niceness": os.nice(0),
-        "load_average_at_start": os.getloadavg(),
-        "machine": platform.machine(),
-    }
-    return facts
-
-
-def code_facts() -> dict:
-    """Which code was measured: the commit, local changes, and the incremental mode's SQL."""
-
-    def git(*args: str) -> str:
-        result = subprocess.run(
-            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False
-        )
-        return result.stdout.strip()
-
-    package = ROOT / "src" / "cnpg_trace_summaries"
-    everything = hashlib.sha256()
-    for path in sorted([*package.rglob("*.py"), *(ROOT / "alembic").rglob("*.py")]):
-        everything.update(path.read_bytes())
-    return {
-        "commit": git("rev-parse", "HEAD"),
-        "uncommitted_changes": bool(git("status", "--porcelain", "--", "src", "alembic", "bench")),
-        "incremental_mode_sha256": hashlib.sha256(
-            (package / INCREMENTAL_SQL).read_bytes()
-        ).hexdigest()[:16],
-        "incremental_mode_file": INCREMENTAL_SQL,
-        "src_and_alembic_sha256": everything.hexdigest()[:16],
-    }
-
-
-# The incremental mode's SQL, whose hash each result records.
-INCREMENTAL_SQL = "sql/incremental.py"
 
 
 def incremental_stage(
