@@ -28,6 +28,7 @@ has the full method):
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import sys
@@ -38,7 +39,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench import generate, incremental, ingest, measure, output, report
+from bench import freshness, generate, incremental, ingest, measure, output, report
 from bench.command_line import ROOT, parser
 from bench.facts import alembic, code_facts, server_facts
 from bench.workload import (
@@ -338,6 +339,12 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(
+        level=logging.INFO, format="[bench %(asctime)s] %(message)s", datefmt="%H:%M:%S"
+    )
+    if argv[:1] == ["freshness"]:
+        return freshness.main(argv[1:])
     command_line = parser()
     args = command_line.parse_args(argv)
     if (

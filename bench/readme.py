@@ -9,8 +9,8 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from bench import report
-from bench.command_line import parser
+from bench import freshness_report, report
+from bench.command_line import freshness_parser, parser
 from bench.report import duration, spans_m
 from bench.workload import RATE
 from cnpg_trace_summaries.contract import REFRESH_INTERVAL_SECONDS, WINDOW_DAYS
@@ -25,6 +25,18 @@ DEFAULTS = {
     for name, value in vars(parser().parse_args([])).items()
     if name not in {"traces", "out", "keep", "rewrite_report"}
 }
+# The same for python -m bench freshness.
+FRESHNESS_DEFAULTS = {
+    name: str(value)
+    for name, value in vars(freshness_parser().parse_args([])).items()
+    if name not in {"traces", "out", "keep"}
+}
+
+
+def plain_runs(runs: list[dict]) -> list[dict]:
+    """The runs on a plain otel_traces, which the targets and the capacity are judged on."""
+    return [run for run in runs if run.get("store", "plain") == "plain"]
+
 
 METHOD = """\
 ## Method
@@ -353,19 +365,23 @@ def per_run_detail(runs: list[dict]) -> list[str]:
     return lines
 
 
-def render(runs: list[dict], schedule_seconds: float) -> str:
-    commands = []
-    for run in runs:
-        options = run.get("options")
-        if options:
-            flags = [f"--traces {options['traces']}"]
-            for name, default in DEFAULTS.items():
-                value = options.get(name)
-                if value is not None and value != default:
-                    flag = "--" + name.replace("_", "-")
-                    value = value.removesuffix(".0").replace("[", "").replace("]", "")
-                    flags.append(flag if value == "True" else f"{flag} {value.replace(' ', '')}")
-            commands.append(f'`make bench BENCH_ARGS="{" ".join(flags)}"`')
+def bench_command(run: dict) -> str:
+    """``make bench`` with the options of a run that differ from the defaults."""
+    options = run["options"]
+    flags = [f"--traces {options['traces']}"]
+    for name, default in DEFAULTS.items():
+        value = options.get(name)
+        if value is not None and value != default:
+            flag = "--" + name.replace("_", "-")
+            value = value.removesuffix(".0").replace("[", "").replace("]", "")
+            flags.append(flag if value == "True" else f"{flag} {value.replace(' ', '')}")
+    return f'`make bench BENCH_ARGS="{" ".join(flags)}"`'
+
+
+def render(runs: list[dict], fresh: list[dict], schedule_seconds: float) -> str:
+    """README.md from the benchmark's ``runs`` and the freshness benchmark's ``fresh`` runs."""
+    commands = [bench_command(run) for run in runs if run.get("options")]
+    commands += [freshness_report.command(run, FRESHNESS_DEFAULTS) for run in fresh]
     lines = [
         "# Benchmark: the view and the incremental mode",
         "",
@@ -376,26 +392,26 @@ def render(runs: list[dict], schedule_seconds: float) -> str:
         "",
         "![refresh time against spans in the window, both modes](refresh.png)",
         "",
-        "## Summary",
-        "",
-        *summary_table(runs),
-        "",
-        "## Targets (issue 9)",
-        "",
-        *targets_table(runs),
-        "",
-        "## Every stage",
-        "",
-        *stage_table(runs),
-        "",
-        *capacity(runs, schedule_seconds),
-        method(runs),
-        *per_run_detail(runs),
     ]
+    plain = plain_runs(runs)
+    if runs:
+        lines += ["## Summary", "", *summary_table(runs), ""]
+    if plain:
+        lines += ["## Targets (issue 9)", "", *targets_table(plain), ""]
+    lines += freshness_report.readme_section(fresh, FRESHNESS_DEFAULTS)
+    if runs:
+        lines += ["## Every stage", "", *stage_table(runs), ""]
+    if plain:
+        lines += [*capacity(plain, schedule_seconds), method(plain)]
+    if fresh:
+        lines += [*([] if plain else ["## Method", ""]), freshness_report.method(fresh[-1])]
+    if runs:
+        lines += per_run_detail(runs)
     return "\n".join(lines) + "\n"
 
 
 def write(out: Path, schedule_seconds: float = REFRESH_INTERVAL_SECONDS) -> Path:
     path = out / "README.md"
-    path.write_text(render(report.load_runs(out), schedule_seconds))
+    fresh = freshness_report.load_runs(out)
+    path.write_text(render(report.load_runs(out), fresh, schedule_seconds))
     return path

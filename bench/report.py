@@ -448,68 +448,16 @@ def incremental_markdown(results: dict) -> list[str]:
     return lines
 
 
-# -- the chart -------------------------------------------------------------------------------
+# -- the result files ----------------------------------------------------------------------------
+def load_results(out: Path) -> list[dict]:
+    """Every result file in ``out``: the benchmark's and the freshness benchmark's."""
+    return [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+
+
 def load_runs(out: Path) -> list[dict]:
-    runs = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
-    return sorted(runs, key=lambda r: r["spans_in_window"])
-
-
-def chart(out: Path, schedule_seconds: float) -> Path | None:
-    """Refresh time against spans in the window: both modes, every stage of every result."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = load_runs(out)
-    if not runs:
-        return None
-    figure, axis = plt.subplots(figsize=(9, 5.5))
-    for number, run in enumerate(runs):
-        color = f"C{number}"
-        when = run["started_at"][:10]
-        xs = [s["spans_in_window"] / 1e6 for s in run["stages"]]
-        ys = [s["concurrent_refresh_s"] for s in run["stages"]]
-        name = f"view: REFRESH ... CONCURRENTLY, run of {run['traces']:,} traces ({when})"
-        axis.plot(xs, ys, marker="o", color=color, label=name)
-        axis.scatter([xs[-1]], [run["refresh"]["naive_concurrent"]["median_s"]], marker="x",
-                     color="grey")  # fmt: skip
-        points = incremental_points(run)
-        if points:
-            axis.plot(
-                [x / 1e6 for x, _ in points], [y for _, y in points], marker="s", linestyle="--",
-                color=color,
-                label=f"incremental: one cycle of {RATE:,} spans/s, same run",
-            )  # fmt: skip
-            twins = [(x, s["incremental_paired"]["view_refresh_s"]) for s in run["stages"]
-                     if s.get("incremental_paired") for x in [s["spans_in_window"]]]  # fmt: skip
-            if twins:
-                axis.scatter([x / 1e6 for x, _ in twins], [y for _, y in twins], marker="o",
-                             color=color, facecolors="none", s=60)  # fmt: skip
-            rebuild = run["incremental"]["full_rebuild"]["from_empty"]["seconds"]
-            axis.scatter([run["incremental"]["spans_in_window"] / 1e6], [rebuild], marker="^",
-                         color=color, facecolors="none")  # fmt: skip
-    axis.axhline(schedule_seconds, color="red", linestyle="--", label="the 2-minute schedule")
-    axis.scatter([], [], marker="x", color="grey", label="view: naive definition, at N")
-    axis.scatter([], [], marker="^", color="black", facecolors="none",
-                 label="incremental: full rebuild from empty, at N")  # fmt: skip
-    axis.scatter([], [], marker="o", color="black", facecolors="none", s=60,
-                 label="view's twin, refreshed in the same cycles (median)")  # fmt: skip
-    axis.set_yscale("log")
-    axis.set_xlim(left=0)
-    server = runs[-1]["server"]
-    axis.set_xlabel(f"spans in the {WINDOW_DAYS}-day window (millions)")
-    axis.set_ylabel("refresh time (s, log scale)")
-    axis.set_title(
-        f"otel_trace_summaries refresh time, both modes — {server['cpu_cores']} cores, "
-        f"PostgreSQL {server['server_version'].split()[0]}"
-    )
-    axis.grid(True, which="both", alpha=0.3)
-    axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
-    path = out / "refresh.png"
-    figure.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    return path
+    """The benchmark's results (not the freshness benchmark's), by spans in the window."""
+    runs = [r for r in load_results(out) if r.get("kind", "benchmark") == "benchmark"]
+    return sorted(runs, key=lambda r: (r["spans_in_window"], r.get("store", "plain")))
 
 
 # -- the targets and README.md -------------------------------------------------------------------
