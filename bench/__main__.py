@@ -30,16 +30,23 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import psycopg
 
-from bench import freshness, generate, incremental, ingest, measure, output, report
+from bench import cluster as clusters
+from bench import (
+    freshness,
+    generate,
+    hypertable,
+    incremental,
+    ingest,
+    measure,
+    output,
+    report,
+)
 from bench.command_line import ROOT, parser
 from bench.facts import alembic, code_facts, server_facts
 from bench.workload import (
@@ -51,7 +58,6 @@ from bench.workload import (
     view_cycle_traces,
 )
 from cnpg_trace_summaries.contract import REFRESH_INTERVAL_SECONDS
-from cnpg_trace_summaries.dev.localdb import LocalCluster
 from cnpg_trace_summaries.progress import progress_bar
 
 # The view's cycles write the columns the summaries read; the others stay NULL.
@@ -75,10 +81,11 @@ FROM generate_series(1, %(traces)s) AS i CROSS JOIN generate_series(0, {SPANS_PE
 
 # Traces leaving the window, as time passes: the spans of the oldest traces in
 # it go, so the view keeps a steady size and every refresh deletes rows.
-AGED_OUT_SQL = """
+AGED_OUT_TRACES = """SELECT md5('trace' || t)
+    FROM generate_series(CAST(%(first)s AS integer), CAST(%(last)s AS integer)) AS t"""
+AGED_OUT_SQL = f"""
 DELETE FROM otel_traces
-WHERE trace_id IN (SELECT md5('trace' || t)
-                   FROM generate_series(CAST(%(first)s AS integer), CAST(%(last)s AS integer)) AS t)
+WHERE trace_id IN ({AGED_OUT_TRACES})
 """
 
 # Late spans of a view's cycle: an error, timestamped now, under the root span of
@@ -95,6 +102,18 @@ FROM generate_series(1, {LATE_SPANS}) AS t
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def age_out(conn: psycopg.Connection, first: int, last: int, on_hypertable: bool) -> None:
+    """The spans of loaded traces ``first..last`` leave (:data:`AGED_OUT_SQL`); on a
+    hypertable, within the time range of those of them in the window (hypertable.bounded)."""
+    traces = {"first": first, "last": last}
+    if not on_hypertable:
+        conn.execute(AGED_OUT_SQL, traces)
+        return
+    low, high = hypertable.time_range(conn, AGED_OUT_TRACES, traces)
+    if low is not None:
+        conn.execute(hypertable.bounded(AGED_OUT_SQL, low, high), traces)
 
 
 def upgrade_head(url: str, conn: psycopg.Connection) -> float:
@@ -177,14 +196,12 @@ def incremental_part(
 
 
 def run(args: argparse.Namespace) -> dict:
-    state = Path(tempfile.mkdtemp(prefix="trace-summaries-bench-"))
-    cluster = LocalCluster(state)
-    log(f"starting a throwaway PostgreSQL cluster ({state})")
-    cluster.start()
-    url = cluster.libpq_url()
+    bench = clusters.start(major=args.pg_major, timescaledb=args.hypertable)
+    url = bench.url
     results: dict = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "traces": args.traces,
+        "store": hypertable.STORE if args.hypertable else "plain",
         "stages": [],
         "code": code_facts(),
         "options": {key: str(value) for key, value in vars(args).items()},
@@ -193,8 +210,12 @@ def run(args: argparse.Namespace) -> dict:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
             results["server"] = server_facts(conn)
+            if args.hypertable:
+                results["timescaledb"] = hypertable.prepare(conn)
             alembic(url, "upgrade", "00000000000001")
-            session = incremental.Session(conn, args.traces, log)
+            if args.hypertable:
+                hypertable.enable_compression(conn)
+            session = incremental.Session(conn, args.traces, log, bounded=args.hypertable)
             stages = sorted({max(1, args.traces * k // 4) for k in (1, 2, 4)})
             loaded = 0
             for stage in stages:
@@ -205,6 +226,10 @@ def run(args: argparse.Namespace) -> dict:
                 )
                 load_conn.close()
                 loaded = stage
+                if args.hypertable:
+                    compressed = hypertable.compress_old_chunks(conn)
+                    log(f"compressed {compressed['compressed_now']} chunks older than a day in "
+                        f"{compressed['seconds']:.1f}s: {compressed}")  # fmt: skip
                 conn.execute("VACUUM ANALYZE otel_traces")
                 if not results["stages"]:
                     log("alembic upgrade head (first stage)")
@@ -222,6 +247,8 @@ def run(args: argparse.Namespace) -> dict:
                     "concurrent_refresh_s": timings["concurrent"]["median_s"],
                     "concurrent_refresh_runs_s": timings["concurrent"]["runs_s"],
                 }
+                if args.hypertable:
+                    point["compression"] = compressed
                 if stage != stages[-1]:  # at N: the incremental part, after the view's
                     point["incremental"] = incremental_stage(url, conn, session, args.stage_cycles)
                     point["incremental_cycle_s"] = point["incremental"]["cycle_refresh_s"]
@@ -306,7 +333,7 @@ def run(args: argparse.Namespace) -> dict:
                 conn.execute(NEW_SPANS_SQL, {"cycle": cycle, "traces": new_traces})
                 conn.execute(LATE_SPANS_OF_NEWEST_TRACES_SQL, {"cycle": cycle})
                 oldest = args.traces - (cycle - 1) * new_traces
-                conn.execute(AGED_OUT_SQL, {"first": oldest - new_traces + 1, "last": oldest})
+                age_out(conn, oldest - new_traces + 1, oldest, args.hypertable)
                 took = measure.seconds(
                     conn, "REFRESH MATERIALIZED VIEW CONCURRENTLY otel_trace_summaries"
                 )
@@ -315,7 +342,13 @@ def run(args: argparse.Namespace) -> dict:
                     log(f"cycle {cycle}: refresh {took:.2f}s, {cycles[-1]}")
             results["cycles"] = cycles
 
+            if args.hypertable:
+                results["chunks_after_view_cycles"] = hypertable.chunks(conn)
+                log("compressing again what the view's cycles wrote into compressed chunks")
+                results["compression_before_incremental"] = hypertable.compress_old_chunks(conn)
             results["incremental"] = incremental_part(url, conn, session, args)
+            if args.hypertable:
+                results["chunks_at_end"] = hypertable.chunks(conn)
             last = results["stages"][-1]
             last["incremental_cycle_s"] = results["incremental"]["cycle_refresh_s"]
             last["incremental_spans_in_window"] = results["incremental"]["spans_in_window"]
@@ -324,9 +357,7 @@ def run(args: argparse.Namespace) -> dict:
         if args.keep:
             log(f"cluster kept running: {url}")
         else:
-            cluster.stop()
-            shutil.rmtree(cluster.state().cluster_dir, ignore_errors=True)
-            shutil.rmtree(state, ignore_errors=True)
+            bench.remove()
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     results["load_average_at_end"] = os.getloadavg()
     results["code_at_end"] = code_facts()

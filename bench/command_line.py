@@ -57,6 +57,14 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not time the listing queries computed live (slow at large sizes)",
     )
+    parser.add_argument(
+        "--hypertable",
+        action="store_true",
+        help="otel_traces a TimescaleDB hypertable (chunks of a day), compressed but its last day",
+    )
+    parser.add_argument(
+        "--pg-major", type=int, default=None, help="PostgreSQL major (default: newest with pg_cron)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--keep", action="store_true", help="leave the cluster running")
     parser.add_argument(
