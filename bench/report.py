@@ -6,13 +6,22 @@ import json
 import statistics
 from pathlib import Path
 
+from bench import hypertable
 from bench.workload import LATE_SPANS, RATE
 from cnpg_trace_summaries.contract import REFRESH_INTERVAL_SECONDS, WINDOW_DAYS
 
 
 def label(results: dict) -> str:
+    """9.6M-spans, 963k-spans; 9.6M-spans-hypertable for a run on a hypertable."""
     spans = results["spans_in_window"]
-    return f"{spans / 1e6:.1f}M-spans" if spans >= 1e6 else f"{spans / 1e3:.0f}k-spans"
+    name = f"{spans / 1e6:.1f}M-spans" if spans >= 1e6 else f"{spans / 1e3:.0f}k-spans"
+    store = results.get("store", "plain")
+    return name if store == "plain" else f"{name}-{store}"
+
+
+def store_note(results: dict) -> str:
+    """ ", otel_traces a hypertable" for a ``--hypertable`` run, else nothing."""
+    return ", otel_traces a hypertable" if results.get("store") == "hypertable" else ""
 
 
 def capacity(results: dict, schedule_seconds: float) -> dict:
@@ -51,7 +60,7 @@ def markdown(results: dict, schedule_seconds: float) -> str:
     server = results["server"]
     lines = [
         f"# Benchmark: {results['spans_in_window']:,} spans in the window "
-        f"({results['traces_in_view']:,} traces in the view)",
+        f"({results['traces_in_view']:,} traces in the view){store_note(results)}",
         "",
         f"Run {results['started_at']} - {results['finished_at']}; {server['cpu_cores']} cores, "
         f"{server['memory_gib']} GiB, PostgreSQL {server['server_version']}, "
@@ -59,6 +68,7 @@ def markdown(results: dict, schedule_seconds: float) -> str:
         f"max_parallel_workers_per_gather {server['max_parallel_workers_per_gather']}, "
         f"jit {server['jit']}. {results['spans_total']:,} spans in otel_traces.",
         "",
+        *hypertable_markdown(results),
         "## Listing (the spec's two queries)",
         "",
         "| query | view p50 | view p95 | runs | live p50 | live p95 | runs | p50 speed-up |",
@@ -140,6 +150,70 @@ def markdown(results: dict, schedule_seconds: float) -> str:
     if "incremental" in results:
         lines += incremental_markdown(results)
     return "\n".join(lines)
+
+
+# -- a hypertable ----------------------------------------------------------------------------
+def hypertable_markdown(results: dict) -> list[str]:
+    """For a ``--hypertable`` run: its chunks, their compression, the chunks excluded at startup."""
+    if results.get("store") != "hypertable":
+        return []
+    lines = [
+        f"## otel_traces as a TimescaleDB {results.get('timescaledb', '')} hypertable",
+        "",
+        'Chunks of a day; compression segmented by service_name, ordered by "timestamp" DESC; '
+        "after each stage's load, every chunk older than a day compressed (`compress_chunk`), "
+        "then `VACUUM ANALYZE`.",
+        "",
+        "| traces loaded | chunks | compressed | wholly before the window | compressed now (time) "
+        "| hypertable size | compressed chunks: before / after |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for stage in results["stages"]:
+        c = stage.get("compression")
+        if not c:
+            continue
+        before, after = c["compressed_chunks_bytes_before"], c["compressed_chunks_bytes_after"]
+        lines.append(
+            f"| {stage['traces']:,} | {c['chunks']} | {c['compressed']} | {c['before_window']} | "
+            f"{c['compressed_now']} ({duration(c['seconds'])}) | "
+            f"{c['hypertable_bytes'] / 2**20:,.0f} MiB | "
+            + (f"{before / 2**20:,.0f} / {after / 2**20:,.0f} MiB |" if before else "- |")
+        )
+    later = (
+        ("after the view's cycles", results.get("chunks_after_view_cycles")),
+        (
+            "compressed again, before the incremental part",
+            results.get("compression_before_incremental"),
+        ),
+        ("at the end of the incremental part", results.get("chunks_at_end")),
+    )
+    lines += [
+        "",
+        "Rows the cycles write into compressed chunks (late spans, the boundary band) and "
+        "the batches their DELETEs decompress wait uncompressed beside the compressed "
+        "batches (a partially compressed chunk) until the chunk is compressed again: "
+        + "; ".join(f"{when}: {c['compressed']} of {c['chunks']} chunks compressed, "
+                    f"{c['partially_compressed']} of them partially" for when, c in later if c)
+        + ".",
+    ]  # fmt: skip
+    plans = [("the view's definition (EXPLAIN ANALYZE at N)", results.get("explain_definition"))]
+    inc = results.get("incremental", {})
+    for key in ("explained_cycle", "explained_rate_cycle"):
+        if key in inc:
+            rate = inc[key]["cycle"]["rate"]
+            plans.append(
+                (f"the incremental refresh, a cycle at {rate:,} spans/s", inc[key]["plan"])
+            )
+    found = [(what, hypertable.excluded_at_startup(plan)) for what, plan in plans if plan]
+    lines += [
+        "",
+        "Chunks excluded during startup (chunks wholly before the window, left out once now() "
+        "is known): "
+        + "; ".join(f"{what}: {', '.join(map(str, n)) if n else 'none'}" for what, n in found)
+        + ".",
+        "",
+    ]
+    return lines
 
 
 # -- the incremental mode ----------------------------------------------------------------
@@ -413,7 +487,7 @@ def incremental_markdown(results: dict) -> list[str]:
     lines += [
         "",
         f"Every row written was deleted again ({ingest['rows_removed']:,} rows), then a refresh "
-        f"({duration(after['refresh_s'])}, {after['refresh']['keys']:,} traces): "
+        f"({duration(after['refresh_s'])}, {recomputed(after['refresh'])} traces): "
         f"{verdict(after['verify'])}.",
         "",
         f"### Steady-state cycles at {RATE:,} spans/s",
