@@ -18,11 +18,18 @@ def store(run: dict) -> str:
     return run.get("store", "plain")
 
 
+def version(run: dict) -> str:
+    return run["server"]["server_version"].split()[0]
+
+
 def refresh_panel(axis, runs: list[dict], schedule_seconds: float) -> None:
     """Refresh time against spans in the window: both modes, every stage of every result."""
+    versions = sorted({version(run) for run in runs})
     for number, run in enumerate(runs):
         color = f"C{number}"
         when = run["started_at"][:10]
+        if len(versions) > 1:
+            when += f", PostgreSQL {version(run)}"
         hyper = store(run) == HYPERTABLE
         where = ", otel_traces a compressed hypertable" if hyper else ""
         xs = [s["spans_in_window"] / 1e6 for s in run["stages"]]
@@ -60,7 +67,7 @@ def refresh_panel(axis, runs: list[dict], schedule_seconds: float) -> None:
     axis.set_ylabel("refresh time (s, log scale)")
     axis.set_title(
         f"otel_trace_summaries refresh time, both modes — {server['cpu_cores']} cores, "
-        f"PostgreSQL {server['server_version'].split()[0]}"
+        f"PostgreSQL {' and '.join(versions)}"
     )
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)

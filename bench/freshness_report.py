@@ -285,8 +285,13 @@ def panel(axis, runs: list[dict]) -> None:
     axis.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g} s"))
     axis.yaxis.set_minor_formatter(ticker.NullFormatter())
     axis.set_ylabel("from the first span's commit to listed (log scale)")
-    rate = runs[-1]["options"].get("rate", "1000")
-    axis.set_title(f"time-to-list, pg_cron refreshing, {int(rate):,} spans/s ingest")
+    last = runs[-1]
+    rate = int(last["options"].get("rate", "1000"))
+    axis.set_title(
+        f"time-to-list under {rate:,} spans/s, pg_cron {last.get('pg_cron', '')} refreshing — "
+        f"PostgreSQL {last['server']['server_version'].split()[0]}",
+        fontsize=10,
+    )
     axis.grid(True, which="both", axis="y", alpha=0.3)
     axis.legend(fontsize=8, loc="upper left")
 
