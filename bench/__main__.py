@@ -23,6 +23,11 @@ has the full method):
 4. writes bench/results/<spans>.json and .md, redraws bench/results/refresh.png
    and rewrites bench/results/README.md from every result there, and prints the
    capacity lines.
+
+``--hypertable`` runs the same with otel_traces a compressed TimescaleDB hypertable
+(bench/hypertable.py; its files are <spans>-hypertable.json and .md).
+``python -m bench freshness`` is another benchmark: how soon a new trace is listed
+with pg_cron refreshing under a steady ingest (bench/freshness.py).
 """
 
 from __future__ import annotations
