@@ -401,9 +401,11 @@ def main(argv: list[str]) -> int:
     command_line = freshness_parser()
     args = command_line.parse_args(argv)
     try:
-        configs(args.configs)
+        chosen = configs(args.configs)
     except ValueError as error:
         command_line.error(f"--configs: {error}")
+    if any(c.mode == "view" and c.interval.in_seconds for c in chosen):
+        command_line.error("--configs: the view mode refreshes at most every minute")
     if min(args.traces, args.rate, args.sample_every) < 1 or args.minutes <= 0:
         command_line.error("--traces, --rate, --sample-every and --minutes must be positive")
     results = run(args)
