@@ -487,7 +487,8 @@ def incremental_markdown(results: dict) -> list[str]:
     lines += [
         "",
         f"Every row written was deleted again ({ingest['rows_removed']:,} rows), then a refresh "
-        f"({duration(after['refresh_s'])}, {recomputed(after['refresh'])} traces): "
+        f"({duration(after['refresh_s'])}, {recomputed(after['refresh'])}"
+        f"{' traces' if 'keys' in after['refresh'] else ''}): "
         f"{verdict(after['verify'])}.",
         "",
         f"### Steady-state cycles at {RATE:,} spans/s",
