@@ -23,26 +23,37 @@ has the full method):
 4. writes bench/results/<spans>.json and .md, redraws bench/results/refresh.png
    and rewrites bench/results/README.md from every result there, and prints the
    capacity lines.
+
+``--hypertable`` runs the same with otel_traces a compressed TimescaleDB hypertable
+(bench/hypertable.py; its files are <spans>-hypertable.json and .md).
+``python -m bench freshness`` is another benchmark: how soon a new trace is listed
+with pg_cron refreshing under a steady ingest (bench/freshness.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
+import logging
 import os
-import platform
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import psycopg
 
-from bench import generate, incremental, ingest, measure, output, report
+from bench import cluster as clusters
+from bench import (
+    freshness,
+    generate,
+    hypertable,
+    incremental,
+    ingest,
+    measure,
+    output,
+    report,
+)
 from bench.command_line import ROOT, parser
+from bench.facts import alembic, code_facts, server_facts
 from bench.workload import (
     ERROR_EVERY,
     LATE_SPANS,
@@ -52,7 +63,6 @@ from bench.workload import (
     view_cycle_traces,
 )
 from cnpg_trace_summaries.contract import REFRESH_INTERVAL_SECONDS
-from cnpg_trace_summaries.dev.localdb import LocalCluster
 from cnpg_trace_summaries.progress import progress_bar
 
 # The view's cycles write the columns the summaries read; the others stay NULL.
@@ -76,10 +86,11 @@ FROM generate_series(1, %(traces)s) AS i CROSS JOIN generate_series(0, {SPANS_PE
 
 # Traces leaving the window, as time passes: the spans of the oldest traces in
 # it go, so the view keeps a steady size and every refresh deletes rows.
-AGED_OUT_SQL = """
+AGED_OUT_TRACES = """SELECT md5('trace' || t)
+    FROM generate_series(CAST(%(first)s AS integer), CAST(%(last)s AS integer)) AS t"""
+AGED_OUT_SQL = f"""
 DELETE FROM otel_traces
-WHERE trace_id IN (SELECT md5('trace' || t)
-                   FROM generate_series(CAST(%(first)s AS integer), CAST(%(last)s AS integer)) AS t)
+WHERE trace_id IN ({AGED_OUT_TRACES})
 """
 
 # Late spans of a view's cycle: an error, timestamped now, under the root span of
@@ -98,17 +109,16 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def alembic(url: str, *args: str) -> float:
-    env = dict(os.environ, DATABASE_URL=url)
-    started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), *args],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return time.perf_counter() - started
+def age_out(conn: psycopg.Connection, first: int, last: int, on_hypertable: bool) -> None:
+    """The spans of loaded traces ``first..last`` leave (:data:`AGED_OUT_SQL`); on a
+    hypertable, within the time range of those of them in the window (hypertable.bounded)."""
+    traces = {"first": first, "last": last}
+    if not on_hypertable:
+        conn.execute(AGED_OUT_SQL, traces)
+        return
+    low, high = hypertable.time_range(conn, AGED_OUT_TRACES, traces)
+    if low is not None:
+        conn.execute(hypertable.bounded(AGED_OUT_SQL, low, high), traces)
 
 
 def upgrade_head(url: str, conn: psycopg.Connection) -> float:
@@ -125,60 +135,6 @@ def switch(url: str, conn: psycopg.Connection, mode: str, when: str = "") -> dic
     incremental.unschedule(conn)
     log(f"  {switched['output'].splitlines()[-1]}")
     return switched
-
-
-def server_facts(conn: psycopg.Connection) -> dict:
-    names = (
-        "server_version",
-        "shared_buffers",
-        "work_mem",
-        "maintenance_work_mem",
-        "max_parallel_workers_per_gather",
-        "jit",
-        "fsync",
-        "synchronous_commit",
-        "full_page_writes",
-        "max_wal_size",
-        "checkpoint_timeout",
-    )
-    facts = {name: conn.execute(f"SHOW {name}").fetchone()[0] for name in names}
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    facts |= {
-        "cpu_cores": os.cpu_count(),
-        "memory_gib": round(memory / 2**30, 1),
-        "bench_niceness": os.nice(0),
-        "load_average_at_start": os.getloadavg(),
-        "machine": platform.machine(),
-    }
-    return facts
-
-
-def code_facts() -> dict:
-    """Which code was measured: the commit, local changes, and the incremental mode's SQL."""
-
-    def git(*args: str) -> str:
-        result = subprocess.run(
-            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False
-        )
-        return result.stdout.strip()
-
-    package = ROOT / "src" / "cnpg_trace_summaries"
-    everything = hashlib.sha256()
-    for path in sorted([*package.rglob("*.py"), *(ROOT / "alembic").rglob("*.py")]):
-        everything.update(path.read_bytes())
-    return {
-        "commit": git("rev-parse", "HEAD"),
-        "uncommitted_changes": bool(git("status", "--porcelain", "--", "src", "alembic", "bench")),
-        "incremental_mode_sha256": hashlib.sha256(
-            (package / INCREMENTAL_SQL).read_bytes()
-        ).hexdigest()[:16],
-        "incremental_mode_file": INCREMENTAL_SQL,
-        "src_and_alembic_sha256": everything.hexdigest()[:16],
-    }
-
-
-# The incremental mode's SQL, whose hash each result records.
-INCREMENTAL_SQL = "sql/incremental.py"
 
 
 def incremental_stage(
@@ -245,14 +201,12 @@ def incremental_part(
 
 
 def run(args: argparse.Namespace) -> dict:
-    state = Path(tempfile.mkdtemp(prefix="trace-summaries-bench-"))
-    cluster = LocalCluster(state)
-    log(f"starting a throwaway PostgreSQL cluster ({state})")
-    cluster.start()
-    url = cluster.libpq_url()
+    bench = clusters.start(major=args.pg_major, timescaledb=args.hypertable)
+    url = bench.url
     results: dict = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "traces": args.traces,
+        "store": hypertable.STORE if args.hypertable else "plain",
         "stages": [],
         "code": code_facts(),
         "options": {key: str(value) for key, value in vars(args).items()},
@@ -261,8 +215,12 @@ def run(args: argparse.Namespace) -> dict:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
             results["server"] = server_facts(conn)
+            if args.hypertable:
+                results["timescaledb"] = hypertable.prepare(conn)
             alembic(url, "upgrade", "00000000000001")
-            session = incremental.Session(conn, args.traces, log)
+            if args.hypertable:
+                hypertable.enable_compression(conn)
+            session = incremental.Session(conn, args.traces, log, bounded=args.hypertable)
             stages = sorted({max(1, args.traces * k // 4) for k in (1, 2, 4)})
             loaded = 0
             for stage in stages:
@@ -273,6 +231,10 @@ def run(args: argparse.Namespace) -> dict:
                 )
                 load_conn.close()
                 loaded = stage
+                if args.hypertable:
+                    compressed = hypertable.compress_old_chunks(conn)
+                    log(f"compressed {compressed['compressed_now']} chunks older than a day in "
+                        f"{compressed['seconds']:.1f}s: {compressed}")  # fmt: skip
                 conn.execute("VACUUM ANALYZE otel_traces")
                 if not results["stages"]:
                     log("alembic upgrade head (first stage)")
@@ -290,6 +252,8 @@ def run(args: argparse.Namespace) -> dict:
                     "concurrent_refresh_s": timings["concurrent"]["median_s"],
                     "concurrent_refresh_runs_s": timings["concurrent"]["runs_s"],
                 }
+                if args.hypertable:
+                    point["compression"] = compressed
                 if stage != stages[-1]:  # at N: the incremental part, after the view's
                     point["incremental"] = incremental_stage(url, conn, session, args.stage_cycles)
                     point["incremental_cycle_s"] = point["incremental"]["cycle_refresh_s"]
@@ -374,7 +338,7 @@ def run(args: argparse.Namespace) -> dict:
                 conn.execute(NEW_SPANS_SQL, {"cycle": cycle, "traces": new_traces})
                 conn.execute(LATE_SPANS_OF_NEWEST_TRACES_SQL, {"cycle": cycle})
                 oldest = args.traces - (cycle - 1) * new_traces
-                conn.execute(AGED_OUT_SQL, {"first": oldest - new_traces + 1, "last": oldest})
+                age_out(conn, oldest - new_traces + 1, oldest, args.hypertable)
                 took = measure.seconds(
                     conn, "REFRESH MATERIALIZED VIEW CONCURRENTLY otel_trace_summaries"
                 )
@@ -383,7 +347,13 @@ def run(args: argparse.Namespace) -> dict:
                     log(f"cycle {cycle}: refresh {took:.2f}s, {cycles[-1]}")
             results["cycles"] = cycles
 
+            if args.hypertable:
+                results["chunks_after_view_cycles"] = hypertable.chunks(conn)
+                log("compressing again what the view's cycles wrote into compressed chunks")
+                results["compression_before_incremental"] = hypertable.compress_old_chunks(conn)
             results["incremental"] = incremental_part(url, conn, session, args)
+            if args.hypertable:
+                results["chunks_at_end"] = hypertable.chunks(conn)
             last = results["stages"][-1]
             last["incremental_cycle_s"] = results["incremental"]["cycle_refresh_s"]
             last["incremental_spans_in_window"] = results["incremental"]["spans_in_window"]
@@ -392,9 +362,7 @@ def run(args: argparse.Namespace) -> dict:
         if args.keep:
             log(f"cluster kept running: {url}")
         else:
-            cluster.stop()
-            shutil.rmtree(cluster.state().cluster_dir, ignore_errors=True)
-            shutil.rmtree(state, ignore_errors=True)
+            bench.remove()
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     results["load_average_at_end"] = os.getloadavg()
     results["code_at_end"] = code_facts()
@@ -407,6 +375,12 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(
+        level=logging.INFO, format="[bench %(asctime)s] %(message)s", datefmt="%H:%M:%S"
+    )
+    if argv[:1] == ["freshness"]:
+        return freshness.main(argv[1:])
     command_line = parser()
     args = command_line.parse_args(argv)
     if (

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.workload import RATES
+from bench.workload import FRESHNESS_CONFIGS, PROBE_SECONDS, RATE, RATES, SAMPLE_EVERY
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,6 +57,14 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not time the listing queries computed live (slow at large sizes)",
     )
+    parser.add_argument(
+        "--hypertable",
+        action="store_true",
+        help="otel_traces a TimescaleDB hypertable (chunks of a day), compressed but its last day",
+    )
+    parser.add_argument(
+        "--pg-major", type=int, default=None, help="PostgreSQL major (default: newest with pg_cron)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--keep", action="store_true", help="leave the cluster running")
     parser.add_argument(
@@ -64,4 +72,53 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run nothing: rewrite every result's .md, refresh.png and README.md from the JSON",
     )
+    return parser
+
+
+FRESHNESS_DESCRIPTION = (
+    "``python -m bench freshness``: how soon a new trace is listed, each mode and interval "
+    "refreshed by pg_cron under a steady ingest."
+)
+
+
+def freshness_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m bench freshness``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench freshness", description=FRESHNESS_DESCRIPTION
+    )
+    parser.add_argument(
+        "--traces",
+        type=int,
+        default=1_000_000,
+        help="traces loaded before (1,000,000 = about 10M spans in the window)",
+    )
+    parser.add_argument(
+        "--minutes", type=float, default=10.0, help="minutes of steady ingest per configuration"
+    )
+    parser.add_argument(
+        "--configs",
+        default=FRESHNESS_CONFIGS,
+        help=f"MODE:INTERVAL, comma-separated, measured in turn (default {FRESHNESS_CONFIGS})",
+    )
+    parser.add_argument("--rate", type=int, default=RATE, help="spans per second written")
+    parser.add_argument(
+        "--sample-every", type=int, default=SAMPLE_EVERY, help="one trace in N is timed"
+    )
+    parser.add_argument(
+        "--probe-seconds",
+        type=float,
+        default=PROBE_SECONDS,
+        help="how often the probe looks for the pending sampled traces",
+    )
+    parser.add_argument(
+        "--cpu-sample-ms",
+        type=float,
+        default=10.0,
+        help="how often the CPU time of pg_cron's run processes is read",
+    )
+    parser.add_argument(
+        "--pg-major", type=int, default=None, help="PostgreSQL major (default: newest with pg_cron)"
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--keep", action="store_true", help="leave the cluster running")
     return parser

@@ -36,6 +36,7 @@ from datetime import datetime
 
 import psycopg
 
+from bench import hypertable
 from bench.workload import (
     BAND_CHUNK_TRACES,
     BAND_SECONDS,
@@ -123,12 +124,15 @@ CROSS JOIN LATERAL (
 
 # The oldest %(n)s spans of the window above %(floor)s (the band's end): "the
 # spans that leave the window" of a cycle, as time does not pass here.
-DELETE_OLDEST_SQL = """
+OLDEST_UPPER_SQL = """SELECT "timestamp" FROM otel_traces WHERE "timestamp" > %(floor)s
+                      ORDER BY "timestamp" OFFSET %(n)s - 1 LIMIT 1"""
+DELETE_OLDEST_SQL = f"""
 DELETE FROM otel_traces
 WHERE "timestamp" > %(floor)s
-  AND "timestamp" <= (SELECT "timestamp" FROM otel_traces WHERE "timestamp" > %(floor)s
-                      ORDER BY "timestamp" OFFSET %(n)s - 1 LIMIT 1)
+  AND "timestamp" <= ({OLDEST_UPPER_SQL})
 """
+# The same on a hypertable, its bounds added as literals (Session.delete_oldest).
+DELETE_SPANS_SQL = """DELETE FROM otel_traces WHERE "timestamp" > %(floor)s"""
 
 # The view's twin: the view's definition, storage and indexes under another name,
 # built beside the incremental table, so that each cycle's data is also
@@ -220,10 +224,18 @@ def table_facts(conn: psycopg.Connection) -> dict:
 class Session:
     """The incremental mode on the benchmark's database: cycles, each verified."""
 
-    def __init__(self, conn: psycopg.Connection, traces: int, log: Callable[[str], None]):
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        traces: int,
+        log: Callable[[str], None],
+        *,
+        bounded: bool = False,
+    ):
         self.conn = conn
         self.traces = traces
         self.log = log
+        self.bounded = bounded  # deletes with literal time bounds (a hypertable)
         self.serial = 0  # a unique tag per batch of generated traces
         self.band_end: datetime | None = None
         self.twin = False
@@ -282,6 +294,19 @@ class Session:
             "refresh": outcome,
         }
 
+    def delete_oldest(self, spans: int) -> int:
+        """:data:`DELETE_OLDEST_SQL`; with ``bounded``, its upper bound found first and both
+        bounds given as literals (hypertable.bounded: TimescaleDB then decompresses only the
+        compressed batches in that range)."""
+        params = {"floor": self.band_end, "n": spans}
+        if not self.bounded:
+            return self.conn.execute(DELETE_OLDEST_SQL, params).rowcount
+        found = self.conn.execute(OLDEST_UPPER_SQL, params).fetchone()
+        if found is None:
+            return 0
+        statement = hypertable.bounded(DELETE_SPANS_SQL, self.band_end, found[0])
+        return self.conn.execute(statement, {"floor": self.band_end}).rowcount
+
     def boundary(self) -> datetime:
         return self.conn.execute(f"SELECT window_boundary FROM {STATE_TABLE}").fetchone()[0]
 
@@ -312,7 +337,7 @@ class Session:
         late_s = time.perf_counter() - started
 
         started = time.perf_counter()
-        deleted = conn.execute(DELETE_OLDEST_SQL, {"floor": self.band_end, "n": new_spans}).rowcount
+        deleted = self.delete_oldest(new_spans)
         delete_s = time.perf_counter() - started
 
         dirty_rows = conn.execute(f"SELECT count(*) FROM {DIRTY_TABLE}").fetchone()[0]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from bench import report
-from bench.command_line import parser
+from bench import freshness_report, report
+from bench.command_line import freshness_parser, parser
 from bench.report import duration, spans_m
 from bench.workload import RATE
 from cnpg_trace_summaries.contract import REFRESH_INTERVAL_SECONDS, WINDOW_DAYS
@@ -25,16 +25,50 @@ DEFAULTS = {
     for name, value in vars(parser().parse_args([])).items()
     if name not in {"traces", "out", "keep", "rewrite_report"}
 }
+# The same for python -m bench freshness.
+FRESHNESS_DEFAULTS = {
+    name: str(value)
+    for name, value in vars(freshness_parser().parse_args([])).items()
+    if name not in {"traces", "out", "keep"}
+}
+
+
+def plain_runs(runs: list[dict]) -> list[dict]:
+    """The runs on a plain otel_traces, which the targets and the capacity are judged on."""
+    return [run for run in runs if run.get("store", "plain") == "plain"]
+
 
 METHOD = """\
 ## Method
 
 Everything runs in one process, `python -m bench`, on a throwaway PostgreSQL cluster
-started through `cnpg_trace_summaries.dev.localdb.LocalCluster` (the same code as `make run`:
-PostgreSQL's default settings, pg_cron preloaded, durable: fsync and synchronous_commit
-on). Migrations run through the `alembic` command line and mode switches through the
-operator's command, `trace-summaries switch`. pg_cron's job is unscheduled after every
-migration and switch, so that only the benchmark refreshes.
+set up as `make run`'s (`cnpg_trace_summaries.dev.localdb.LocalCluster`) is, by
+`bench/cluster.py`: PostgreSQL's default settings, pg_cron preloaded, durable: fsync and
+synchronous_commit on; the newest major that has pg_cron unless `--pg-major` says which
+(the runs before that option were on 15). Migrations run through the `alembic` command
+line and mode switches through the operator's command, `trace-summaries switch`. pg_cron's
+job is unscheduled after every migration and switch, so that only the benchmark refreshes.
+
+**On a hypertable** (`--hypertable`, `bench/hypertable.py`): the cluster preloads
+TimescaleDB beside pg_cron, the `timescaledb` extension is created before revision 1,
+which then makes `otel_traces` a hypertable in chunks of a day; compression is switched
+on (segmented by `service_name`, ordered by `"timestamp" DESC`) and after every stage's
+load the chunks older than a day are compressed, before anything is measured (and again
+before the incremental part at N, after the view's cycles wrote into them). Everything
+else is the same run, both modes; the cycles' DELETEs (spans leaving the window) carry
+the time range they delete as literals, so that TimescaleDB decompresses only the
+compressed batches in it, and the benchmark's session lifts its cap on the rows one
+transaction may decompress. Chunk exclusion helps where a scan is bounded by time: the
+view's scan of the window, where `now()` is not a constant when the plan is made, so the
+chunks wholly before the window are excluded when the executor starts ("Chunks excluded
+during startup: N" in EXPLAIN ANALYZE; the run's Markdown counts them), and the
+incremental refresh's boundary scan (the spans that crossed the window's boundary since
+the last refresh), whose bounds reach the planner as constants, so that only the chunks
+across the boundary are in its plan at all. The incremental refresh's lookups of the
+changed traces by `trace_id` have no time bound: each visits every chunk of the window,
+an uncompressed one through its `trace_id` index, a compressed one by reading its
+batches' bloom filters (TimescaleDB's sparse index on `trace_id`), so their cost grows
+with the compressed batches in the window.
 
 **Data.** Trace `t` of `N` starts at `now() - 6.9 days * t / N` (a steady stream over the
 window, newest first), has 1 to 19 spans (10 on average) in a binary call tree over twelve
@@ -169,7 +203,8 @@ def summary_table(runs: list[dict]) -> list[str]:
         inc = run.get("incremental")
         if not inc:
             lines.append(
-                f"| {spans_m(run['spans_in_window'])} ({run['traces_in_view']:,}) | "
+                f"| {spans_m(run['spans_in_window'])} ({run['traces_in_view']:,})"
+                f"{report.store_note(run)} | "
                 f"{duration(last['concurrent_refresh_s'])} | not measured (view-only run of "
                 f"{run['started_at'][:10]}) | | | {view_p50} | | | | | |"
             )
@@ -186,7 +221,8 @@ def summary_table(runs: list[dict]) -> list[str]:
             else "not measured"
         )
         lines.append(
-            f"| {spans_m(run['spans_in_window'])} ({run['traces_in_view']:,}) | "
+            f"| {spans_m(run['spans_in_window'])} ({run['traces_in_view']:,})"
+            f"{report.store_note(run)} | "
             f"{duration(last['concurrent_refresh_s'])} | **{duration(inc['cycle_refresh_s'])}** | "
             f"**{report.ratio_at_n(run):.0f}x** | {twin} | {view_p50} | "
             f"{listing['time_range']['p50_ms']:.2f} / {listing['service']['p50_ms']:.2f} ms | "
@@ -209,7 +245,7 @@ def stage_table(runs: list[dict]) -> list[str]:
         for stage in run["stages"]:
             inc = stage.get("incremental_cycle_s")
             lines.append(
-                f"| {run['traces']:,} traces | {stage['traces']:,} | "
+                f"| {run['traces']:,} traces{report.store_note(run)} | {stage['traces']:,} | "
                 f"{stage['spans_in_window']:,} | "
                 f"{duration(stage['concurrent_refresh_s'])} | "
                 + (f"{duration(inc)} | {stage['concurrent_refresh_s'] / inc:.0f}x | " if inc
@@ -324,8 +360,8 @@ def per_run_detail(runs: list[dict]) -> list[str]:
     for run in runs:
         name = report.label(run)
         lines += [
-            f"### {run['traces']:,} traces, {spans_m(run['spans_in_window'])} spans "
-            f"({run['started_at']})",
+            f"### {run['traces']:,} traces, {spans_m(run['spans_in_window'])} spans"
+            f"{report.store_note(run)} ({run['started_at']})",
             "",
             f"All figures of this run, the view's cycles and EXPLAIN: [{name}.md]({name}.md).",
             "",
@@ -353,19 +389,23 @@ def per_run_detail(runs: list[dict]) -> list[str]:
     return lines
 
 
-def render(runs: list[dict], schedule_seconds: float) -> str:
-    commands = []
-    for run in runs:
-        options = run.get("options")
-        if options:
-            flags = [f"--traces {options['traces']}"]
-            for name, default in DEFAULTS.items():
-                value = options.get(name)
-                if value is not None and value != default:
-                    flag = "--" + name.replace("_", "-")
-                    value = value.removesuffix(".0").replace("[", "").replace("]", "")
-                    flags.append(flag if value == "True" else f"{flag} {value.replace(' ', '')}")
-            commands.append(f'`make bench BENCH_ARGS="{" ".join(flags)}"`')
+def bench_command(run: dict) -> str:
+    """``make bench`` with the options of a run that differ from the defaults."""
+    options = run["options"]
+    flags = [f"--traces {options['traces']}"]
+    for name, default in DEFAULTS.items():
+        value = options.get(name)
+        if value is not None and value != default:
+            flag = "--" + name.replace("_", "-")
+            value = value.removesuffix(".0").replace("[", "").replace("]", "")
+            flags.append(flag if value == "True" else f"{flag} {value.replace(' ', '')}")
+    return f'`make bench BENCH_ARGS="{" ".join(flags)}"`'
+
+
+def render(runs: list[dict], fresh: list[dict], schedule_seconds: float) -> str:
+    """README.md from the benchmark's ``runs`` and the freshness benchmark's ``fresh`` runs."""
+    commands = [bench_command(run) for run in runs if run.get("options")]
+    commands += [freshness_report.command(run, FRESHNESS_DEFAULTS) for run in fresh]
     lines = [
         "# Benchmark: the view and the incremental mode",
         "",
@@ -376,26 +416,26 @@ def render(runs: list[dict], schedule_seconds: float) -> str:
         "",
         "![refresh time against spans in the window, both modes](refresh.png)",
         "",
-        "## Summary",
-        "",
-        *summary_table(runs),
-        "",
-        "## Targets (issue 9)",
-        "",
-        *targets_table(runs),
-        "",
-        "## Every stage",
-        "",
-        *stage_table(runs),
-        "",
-        *capacity(runs, schedule_seconds),
-        method(runs),
-        *per_run_detail(runs),
     ]
+    plain = plain_runs(runs)
+    if runs:
+        lines += ["## Summary", "", *summary_table(runs), ""]
+    if plain:
+        lines += ["## Targets (issue 9)", "", *targets_table(plain), ""]
+    lines += freshness_report.readme_section(fresh, FRESHNESS_DEFAULTS)
+    if runs:
+        lines += ["## Every stage", "", *stage_table(runs), ""]
+    if plain:
+        lines += [*capacity(plain, schedule_seconds), method(plain)]
+    if fresh:
+        lines += [*([] if plain else ["## Method", ""]), freshness_report.method(fresh[-1])]
+    if runs:
+        lines += per_run_detail(runs)
     return "\n".join(lines) + "\n"
 
 
 def write(out: Path, schedule_seconds: float = REFRESH_INTERVAL_SECONDS) -> Path:
     path = out / "README.md"
-    path.write_text(render(report.load_runs(out), schedule_seconds))
+    fresh = freshness_report.load_runs(out)
+    path.write_text(render(report.load_runs(out), fresh, schedule_seconds))
     return path

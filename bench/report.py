@@ -6,13 +6,22 @@ import json
 import statistics
 from pathlib import Path
 
+from bench import hypertable
 from bench.workload import LATE_SPANS, RATE
 from cnpg_trace_summaries.contract import REFRESH_INTERVAL_SECONDS, WINDOW_DAYS
 
 
 def label(results: dict) -> str:
+    """9.6M-spans, 963k-spans; 9.6M-spans-hypertable for a run on a hypertable."""
     spans = results["spans_in_window"]
-    return f"{spans / 1e6:.1f}M-spans" if spans >= 1e6 else f"{spans / 1e3:.0f}k-spans"
+    name = f"{spans / 1e6:.1f}M-spans" if spans >= 1e6 else f"{spans / 1e3:.0f}k-spans"
+    store = results.get("store", "plain")
+    return name if store == "plain" else f"{name}-{store}"
+
+
+def store_note(results: dict) -> str:
+    """ ", otel_traces a hypertable" for a ``--hypertable`` run, else nothing."""
+    return ", otel_traces a hypertable" if results.get("store") == "hypertable" else ""
 
 
 def capacity(results: dict, schedule_seconds: float) -> dict:
@@ -51,7 +60,7 @@ def markdown(results: dict, schedule_seconds: float) -> str:
     server = results["server"]
     lines = [
         f"# Benchmark: {results['spans_in_window']:,} spans in the window "
-        f"({results['traces_in_view']:,} traces in the view)",
+        f"({results['traces_in_view']:,} traces in the view){store_note(results)}",
         "",
         f"Run {results['started_at']} - {results['finished_at']}; {server['cpu_cores']} cores, "
         f"{server['memory_gib']} GiB, PostgreSQL {server['server_version']}, "
@@ -59,6 +68,7 @@ def markdown(results: dict, schedule_seconds: float) -> str:
         f"max_parallel_workers_per_gather {server['max_parallel_workers_per_gather']}, "
         f"jit {server['jit']}. {results['spans_total']:,} spans in otel_traces.",
         "",
+        *hypertable_markdown(results),
         "## Listing (the spec's two queries)",
         "",
         "| query | view p50 | view p95 | runs | live p50 | live p95 | runs | p50 speed-up |",
@@ -140,6 +150,70 @@ def markdown(results: dict, schedule_seconds: float) -> str:
     if "incremental" in results:
         lines += incremental_markdown(results)
     return "\n".join(lines)
+
+
+# -- a hypertable ----------------------------------------------------------------------------
+def hypertable_markdown(results: dict) -> list[str]:
+    """For a ``--hypertable`` run: its chunks, their compression, the chunks excluded at startup."""
+    if results.get("store") != "hypertable":
+        return []
+    lines = [
+        f"## otel_traces as a TimescaleDB {results.get('timescaledb', '')} hypertable",
+        "",
+        'Chunks of a day; compression segmented by service_name, ordered by "timestamp" DESC; '
+        "after each stage's load, every chunk older than a day compressed (`compress_chunk`), "
+        "then `VACUUM ANALYZE`.",
+        "",
+        "| traces loaded | chunks | compressed | wholly before the window | compressed now (time) "
+        "| hypertable size | compressed chunks: before / after |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for stage in results["stages"]:
+        c = stage.get("compression")
+        if not c:
+            continue
+        before, after = c["compressed_chunks_bytes_before"], c["compressed_chunks_bytes_after"]
+        lines.append(
+            f"| {stage['traces']:,} | {c['chunks']} | {c['compressed']} | {c['before_window']} | "
+            f"{c['compressed_now']} ({duration(c['seconds'])}) | "
+            f"{c['hypertable_bytes'] / 2**20:,.0f} MiB | "
+            + (f"{before / 2**20:,.0f} / {after / 2**20:,.0f} MiB |" if before else "- |")
+        )
+    later = (
+        ("after the view's cycles", results.get("chunks_after_view_cycles")),
+        (
+            "compressed again, before the incremental part",
+            results.get("compression_before_incremental"),
+        ),
+        ("at the end of the incremental part", results.get("chunks_at_end")),
+    )
+    lines += [
+        "",
+        "Rows the cycles write into compressed chunks (late spans, the boundary band) and "
+        "the batches their DELETEs decompress wait uncompressed beside the compressed "
+        "batches (a partially compressed chunk) until the chunk is compressed again: "
+        + "; ".join(f"{when}: {c['compressed']} of {c['chunks']} chunks compressed, "
+                    f"{c['partially_compressed']} of them partially" for when, c in later if c)
+        + ".",
+    ]  # fmt: skip
+    plans = [("the view's definition (EXPLAIN ANALYZE at N)", results.get("explain_definition"))]
+    inc = results.get("incremental", {})
+    for key in ("explained_cycle", "explained_rate_cycle"):
+        if key in inc:
+            rate = inc[key]["cycle"]["rate"]
+            plans.append(
+                (f"the incremental refresh, a cycle at {rate:,} spans/s", inc[key]["plan"])
+            )
+    found = [(what, hypertable.excluded_at_startup(plan)) for what, plan in plans if plan]
+    lines += [
+        "",
+        "Chunks excluded during startup (chunks wholly before the window, left out once now() "
+        "is known): "
+        + "; ".join(f"{what}: {', '.join(map(str, n)) if n else 'none'}" for what, n in found)
+        + ".",
+        "",
+    ]
+    return lines
 
 
 # -- the incremental mode ----------------------------------------------------------------
@@ -413,7 +487,8 @@ def incremental_markdown(results: dict) -> list[str]:
     lines += [
         "",
         f"Every row written was deleted again ({ingest['rows_removed']:,} rows), then a refresh "
-        f"({duration(after['refresh_s'])}, {after['refresh']['keys']:,} traces): "
+        f"({duration(after['refresh_s'])}, {recomputed(after['refresh'])}"
+        f"{' traces' if 'keys' in after['refresh'] else ''}): "
         f"{verdict(after['verify'])}.",
         "",
         f"### Steady-state cycles at {RATE:,} spans/s",
@@ -448,68 +523,16 @@ def incremental_markdown(results: dict) -> list[str]:
     return lines
 
 
-# -- the chart -------------------------------------------------------------------------------
+# -- the result files ----------------------------------------------------------------------------
+def load_results(out: Path) -> list[dict]:
+    """Every result file in ``out``: the benchmark's and the freshness benchmark's."""
+    return [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+
+
 def load_runs(out: Path) -> list[dict]:
-    runs = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
-    return sorted(runs, key=lambda r: r["spans_in_window"])
-
-
-def chart(out: Path, schedule_seconds: float) -> Path | None:
-    """Refresh time against spans in the window: both modes, every stage of every result."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = load_runs(out)
-    if not runs:
-        return None
-    figure, axis = plt.subplots(figsize=(9, 5.5))
-    for number, run in enumerate(runs):
-        color = f"C{number}"
-        when = run["started_at"][:10]
-        xs = [s["spans_in_window"] / 1e6 for s in run["stages"]]
-        ys = [s["concurrent_refresh_s"] for s in run["stages"]]
-        name = f"view: REFRESH ... CONCURRENTLY, run of {run['traces']:,} traces ({when})"
-        axis.plot(xs, ys, marker="o", color=color, label=name)
-        axis.scatter([xs[-1]], [run["refresh"]["naive_concurrent"]["median_s"]], marker="x",
-                     color="grey")  # fmt: skip
-        points = incremental_points(run)
-        if points:
-            axis.plot(
-                [x / 1e6 for x, _ in points], [y for _, y in points], marker="s", linestyle="--",
-                color=color,
-                label=f"incremental: one cycle of {RATE:,} spans/s, same run",
-            )  # fmt: skip
-            twins = [(x, s["incremental_paired"]["view_refresh_s"]) for s in run["stages"]
-                     if s.get("incremental_paired") for x in [s["spans_in_window"]]]  # fmt: skip
-            if twins:
-                axis.scatter([x / 1e6 for x, _ in twins], [y for _, y in twins], marker="o",
-                             color=color, facecolors="none", s=60)  # fmt: skip
-            rebuild = run["incremental"]["full_rebuild"]["from_empty"]["seconds"]
-            axis.scatter([run["incremental"]["spans_in_window"] / 1e6], [rebuild], marker="^",
-                         color=color, facecolors="none")  # fmt: skip
-    axis.axhline(schedule_seconds, color="red", linestyle="--", label="the 2-minute schedule")
-    axis.scatter([], [], marker="x", color="grey", label="view: naive definition, at N")
-    axis.scatter([], [], marker="^", color="black", facecolors="none",
-                 label="incremental: full rebuild from empty, at N")  # fmt: skip
-    axis.scatter([], [], marker="o", color="black", facecolors="none", s=60,
-                 label="view's twin, refreshed in the same cycles (median)")  # fmt: skip
-    axis.set_yscale("log")
-    axis.set_xlim(left=0)
-    server = runs[-1]["server"]
-    axis.set_xlabel(f"spans in the {WINDOW_DAYS}-day window (millions)")
-    axis.set_ylabel("refresh time (s, log scale)")
-    axis.set_title(
-        f"otel_trace_summaries refresh time, both modes — {server['cpu_cores']} cores, "
-        f"PostgreSQL {server['server_version'].split()[0]}"
-    )
-    axis.grid(True, which="both", alpha=0.3)
-    axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
-    path = out / "refresh.png"
-    figure.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    return path
+    """The benchmark's results (not the freshness benchmark's), by spans in the window."""
+    runs = [r for r in load_results(out) if r.get("kind", "benchmark") == "benchmark"]
+    return sorted(runs, key=lambda r: (r["spans_in_window"], r.get("store", "plain")))
 
 
 # -- the targets and README.md -------------------------------------------------------------------

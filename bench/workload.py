@@ -108,3 +108,19 @@ LATE_SPANS = 50
 def view_cycle_traces(traces: int) -> int:
     """New traces per cycle of the view's part: 0.5 % of the run's traces, at least 10."""
     return max(10, traces // 200)
+
+
+# -- the freshness benchmark's collector (bench/collector.py) ------------------------------------
+# One INSERT of whatever spans were exported since the last, every 100 to 200 ms.
+COLLECTOR_BATCH_SECONDS = (0.1, 0.2)
+# A trace's spans end (and are exported) over 0.2 to 2 seconds; the root span ends last.
+TRACE_SECONDS = (0.2, 2.0)
+# One trace in LATE_TRACE_EVERY gets one more span 5 to 60 seconds after its root ended.
+LATE_TRACE_EVERY = 50
+LATE_SPAN_DELAY_SECONDS = (5.0, 60.0)
+# One trace in SAMPLE_EVERY is timed from the commit of its first span to its listing...
+SAMPLE_EVERY = 50
+# ...by a probe that looks for every pending sampled trace at once, this often.
+PROBE_SECONDS = 0.15
+# The configurations compared, MODE:INTERVAL (python -m bench freshness --configs).
+FRESHNESS_CONFIGS = "incremental:10s,incremental:2min,view:2min"
