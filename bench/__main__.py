@@ -172,6 +172,10 @@ def incremental_part(
     part["full_rebuild"] = incremental.full_rebuilds(conn, log)
     log(f"ingest overhead of the capture trigger: {args.ingest_rounds} alternated rounds")
     part["ingest"] = ingest.measure(conn, args.ingest_rounds, log=log)
+    log(f"capture overhead of DELETE: {args.ingest_rounds} alternated rounds")
+    part["delete_capture"] = ingest.measure_deletes(
+        conn, args.ingest_rounds, hypertable=args.hypertable, log=log
+    )
     took, outcome = incremental.refresh(conn)
     check = incremental.verify(conn)
     part["after_ingest"] = {"refresh_s": took, "refresh": outcome, "verify": check}

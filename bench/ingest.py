@@ -124,6 +124,26 @@ class Block:
         return _timed(copies if self.kind == "copy" else statements) / self.spans
 
 
+def _overhead(per_round: list[dict], kind: str) -> dict:
+    """The medians of both arms of ``kind``, and the median and quartiles of the pairs' ratios."""
+    medians = {
+        arm: statistics.median(r[arm][kind]["us_per_span"] for r in per_round) for arm in ARMS
+    }
+    ratios = [
+        r["enabled"][kind]["us_per_span"] / r["disabled"][kind]["us_per_span"] for r in per_round
+    ]
+    paired = statistics.median(ratios)
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [paired] * 3
+    return {
+        "pairs_overhead_pct_p25": (quartiles[0] - 1) * 100,
+        "pairs_overhead_pct_p75": (quartiles[2] - 1) * 100,
+        "enabled_us_per_span": medians["enabled"],
+        "disabled_us_per_span": medians["disabled"],
+        "overhead_pct": (paired - 1) * 100,
+        "ratio_of_medians_overhead_pct": (medians["enabled"] / medians["disabled"] - 1) * 100,
+    }
+
+
 def _set_trigger(conn: psycopg.Connection, enabled: bool) -> None:
     action = "ENABLE" if enabled else "DISABLE"
     conn.execute(f"ALTER TABLE {TRACES_TABLE} {action} TRIGGER {CAPTURE_TRIGGERS['INSERT']}")
@@ -174,31 +194,80 @@ def measure(
             ).format(sql.Literal(since)),
             (trace_ids,),
         ).rowcount
-    summary = {}
-    for kind in KINDS:
-        medians = {
-            arm: statistics.median(r[arm][kind]["us_per_span"] for r in per_round) for arm in ARMS
-        }
-        ratios = [
-            r["enabled"][kind]["us_per_span"] / r["disabled"][kind]["us_per_span"]
-            for r in per_round
-        ]
-        paired = statistics.median(ratios)
-        quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [paired] * 3
-        summary[kind] = {
-            "pairs_overhead_pct_p25": (quartiles[0] - 1) * 100,
-            "pairs_overhead_pct_p75": (quartiles[2] - 1) * 100,
-            "enabled_us_per_span": medians["enabled"],
-            "disabled_us_per_span": medians["disabled"],
-            "overhead_pct": (paired - 1) * 100,
-            "ratio_of_medians_overhead_pct": (medians["enabled"] / medians["disabled"] - 1) * 100,
-        }
     return {
         "rounds": rounds,
         "statements_per_block": statements,
         "rows_per_statement": ROWS_PER_STATEMENT,
         "single_rows_per_block": single_rows,
-        "summary": summary,
+        "summary": {kind: _overhead(per_round, kind) for kind in KINDS},
         "per_round": per_round,
         "rows_removed": removed,
+    }
+
+
+def _set_delete_capture(conn: psycopg.Connection, enabled: bool, hypertable: bool) -> None:
+    """Capture of DELETE on or off: a plain store's statement trigger; on a hypertable, the
+    row trigger's copies on every chunk, which session_replication_role = replica skips
+    (nothing of this project's fires then for a DELETE on a hypertable)."""
+    if hypertable:
+        conn.execute(f"SET session_replication_role = {'origin' if enabled else 'replica'}")
+    else:
+        action = "ENABLE" if enabled else "DISABLE"
+        conn.execute(f"ALTER TABLE {TRACES_TABLE} {action} TRIGGER {CAPTURE_TRIGGERS['DELETE']}")
+
+
+def measure_deletes(
+    conn: psycopg.Connection,
+    rounds: int,
+    *,
+    hypertable: bool,
+    statements: int = INGEST_STATEMENTS,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """What capturing a DELETE costs: spans just written (1,000-row INSERTs, not timed) are
+    deleted again by 1,000-row DELETEs (their trace_ids, and their time as a literal, so that
+    a hypertable's older chunks are left out at planning), capture enabled against disabled,
+    in alternated pairs as :func:`measure`'s. Their inserts were captured, so the next
+    refresh finds every one of those traces gone, whichever arm deleted it."""
+    per_round: list[dict] = []
+    since = conn.execute("SELECT now() - interval '1 minute'").fetchone()[0]
+    delete = sql.SQL(
+        f'DELETE FROM {TRACES_TABLE} WHERE trace_id = ANY(%s) AND "timestamp" >= {{}}'
+    ).format(sql.Literal(since))
+    try:
+        for number in range(rounds + 1):  # round 0 warms up and is not counted
+            order = ARMS if number % 2 == 0 else tuple(reversed(ARMS))
+            result: dict = {"round": number, "order": {"delete": list(order)}}
+            for arm in order:
+                block = Block("insert", f"delete{number}{arm}", statements, 0)
+                for statement in block.payload:
+                    conn.execute(statement)
+                batches = [block.trace_ids[k::statements] for k in range(statements)]
+
+                def deletes(batches: list[list[str]] = batches) -> None:
+                    for ids in batches:
+                        conn.execute(delete, (ids,))
+
+                _set_delete_capture(conn, arm == "enabled", hypertable)
+                try:
+                    took = _timed(deletes)
+                finally:
+                    _set_delete_capture(conn, True, hypertable)
+                result[arm] = {"delete": {"us_per_span": took / block.spans * 1e6}}
+            if number == 0:
+                continue
+            per_round.append(result)
+            if log and (number % 5 == 0 or number == rounds):
+                arms = (result[arm]["delete"]["us_per_span"] for arm in ARMS)
+                log(f"delete round {number}/{rounds}: " + " vs ".join(f"{a:.1f}" for a in arms)
+                    + " us/span")  # fmt: skip
+    finally:
+        _set_delete_capture(conn, True, hypertable)
+    return {
+        "rounds": rounds,
+        "statements_per_block": statements,
+        "rows_per_statement": ROWS_PER_STATEMENT,
+        "capture": "row trigger on every chunk" if hypertable else "statement trigger",
+        "summary": _overhead(per_round, "delete"),
+        "per_round": per_round,
     }

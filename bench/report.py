@@ -360,6 +360,16 @@ def paired_cells(paired: dict | None) -> str:
     )
 
 
+def overhead_row(what: str, row: dict) -> str:
+    """One line of the capture overhead table: both arms, the pairs' median ratio and spread."""
+    return (
+        f"| {what} | {row['enabled_us_per_span']:.1f} µs/span | "
+        f"{row['disabled_us_per_span']:.1f} µs/span | **{row['overhead_pct']:+.1f} %** | "
+        f"{row['pairs_overhead_pct_p25']:+.1f} % to {row['pairs_overhead_pct_p75']:+.1f} % | "
+        f"{row['ratio_of_medians_overhead_pct']:+.1f} % |"
+    )
+
+
 def incremental_markdown(results: dict) -> list[str]:
     inc = results["incremental"]
     code = results.get("code", {})
@@ -476,13 +486,10 @@ def incremental_markdown(results: dict) -> list[str]:
     ]
     for kind, what in (("insert", "1,000-row INSERT"), ("copy", "COPY of 1,000 rows"),
                        ("single", "single-row INSERT")):  # fmt: skip
-        row = ingest["summary"][kind]
-        lines.append(
-            f"| {what} | {row['enabled_us_per_span']:.1f} µs/span | "
-            f"{row['disabled_us_per_span']:.1f} µs/span | **{row['overhead_pct']:+.1f} %** | "
-            f"{row['pairs_overhead_pct_p25']:+.1f} % to {row['pairs_overhead_pct_p75']:+.1f} % | "
-            f"{row['ratio_of_medians_overhead_pct']:+.1f} % |"
-        )
+        lines.append(overhead_row(what, ingest["summary"][kind]))
+    if deletes := inc.get("delete_capture"):  # runs before it did not measure it
+        what = f"1,000-row DELETE (capture: {deletes['capture']})"
+        lines.append(overhead_row(what, deletes["summary"]))
     after = inc["after_ingest"]
     lines += [
         "",

@@ -18,6 +18,7 @@ from cnpg_trace_summaries.dev import servers
 from tests.support.commands import assert_one_clear_line, run_alembic, run_cli
 from tests.support.database import Database
 from tests.support.revisions import FIRST
+from tests.support.servers import labels
 
 
 @pytest.mark.parametrize(
@@ -190,11 +191,12 @@ def test_no_secret_in_the_url_reaches_the_output_when_nothing_listens(case):
     assert_no_secret_shown(url, secrets, "cannot connect to")
 
 
+# What is hidden is decided in Python, around libpq: one major version is enough.
+@pytest.mark.parametrize("server", labels()[:1], indirect=True)
 @pytest.mark.parametrize("case", list(SECRET_URLS))
-def test_no_secret_in_the_url_reaches_the_output_when_the_password_is_wrong(db: Database, case):
+def test_no_secret_in_the_url_reaches_the_output_when_the_password_is_wrong(server, case):
     template, secrets, read_as_meant = SECRET_URLS[case]
-    where = f"{db.server.host}:{db.server.port}"
-    url = template.format(user=db.role, where=where, db=db.dbname)
+    url = template.format(user=server.user, where=f"{server.host}:{server.port}", db="postgres")
     reason = "password authentication failed" if read_as_meant else ""
     assert_no_secret_shown(url, secrets, "cannot connect to", reason)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from cnpg_trace_summaries import contract, migrating
@@ -36,11 +38,13 @@ def jobs(cron: Database, name: str, database: str) -> int:
     )
 
 
-def upgrade_twice_at_once(database: Database) -> None:
-    """Two ``alembic upgrade head`` from base, made to overlap: both wait at the gate first."""
+def upgrade_twice_at_once(database: Database, while_waiting=lambda: None) -> None:
+    """Two ``alembic upgrade head`` from base, made to overlap: both wait at the gate first
+    (``while_waiting`` runs then)."""
     with hold_migration_lock(database, "the gate"):
         runs = [start_alembic(database, "upgrade", "head") for _ in range(2)]
         waiting_migrations(database, 2)
+        while_waiting()
     results = [finish(run) for run in runs]
     assert [result.returncode for result in results] == [0, 0], [r.stderr for r in results]
     assert version_rows(database) == [(HEAD,)]
@@ -57,17 +61,41 @@ def test_two_upgrades_started_together_schedule_one_job(cron_db: Database):
     assert jobs(cron_db, cron_db.job_name, cron_db.dbname) == 1
 
 
-@pytest.mark.parametrize("attempt", range(5))
+# Migrators waiting for the migration lock, seen from pg_stat_activity, that are blocked on
+# a lock, hold a transaction id, or are in a transaction for a second: any of them would make
+# the other's CREATE INDEX CONCURRENTLY wait for it while it waits for that one.
+HOLDING_WAITERS_SQL = """
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND application_name = %s
+  AND (wait_event_type = 'Lock' OR backend_xid IS NOT NULL
+       OR xact_start < clock_timestamp() - interval '1 second')
+"""
+
+
+def never_holding(database: Database, looks: int = 50) -> None:
+    """``looks`` looks, 20 ms apart, find no waiting migrator that holds what an index build
+    would wait for."""
+    with database.connect(autocommit=True) as conn:
+        for _ in range(looks):
+            holding = conn.execute(HOLDING_WAITERS_SQL, (migrating.WAITING_APPLICATION_NAME,))
+            assert holding.fetchone() == (0,)
+            time.sleep(0.02)
+
+
 def test_two_upgrades_started_together_over_a_store_that_needs_indexes_never_deadlock(
-    db: Database, attempt
+    db: Database,
 ):
     """The first builds indexes concurrently, which waits for every older transaction; the
     second, waiting for the migration lock, holds none (it tries the lock between short
-    transactions), so the build never waits for it, and both end well."""
+    transactions), so the build never waits for it, and both end well.
+
+    The ordering is proved, not left to chance: both wait at a gate first, and while they
+    wait, 50 looks at them never find one blocked on a lock or in a lasting transaction,
+    which is how the one that gets the lock next finds the other while it builds."""
     with db.connect(autocommit=True) as conn:
         conn.execute(COLLECTOR_TABLE_SQL)
         conn.execute(LOAD_SQL.format(traces=5_000))  # 50,000 spans, no index at all
-    upgrade_twice_at_once(db)
+    upgrade_twice_at_once(db, while_waiting=lambda: never_holding(db))
     assert has_summaries(db)
     assert db.scalar(
         "SELECT count(*) FROM pg_index WHERE indrelid = 'otel_traces'::regclass AND indisvalid"

@@ -13,14 +13,13 @@ import argparse
 import logging
 import os
 import subprocess
-import sys
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, pool
 
 from cnpg_trace_summaries.dev import servers
-from tests.support import ROOT
+from tests.support import ROOT, forkserver
 
 NOTICES = "cnpg_trace_summaries.notices"
 
@@ -78,16 +77,9 @@ def environment(**overrides: str | None) -> dict[str, str]:
 def run_python_module(
     module: str, *args: str, env: dict[str, str], timeout: float = 300
 ) -> subprocess.CompletedProcess:
-    """``python -m module args`` from the checkout, as a user would run the command."""
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=timeout,
-        check=False,
-    )
+    """``python -m module args`` from the checkout, as a user would run the command: a
+    process of its own, forked from one that imported the runtime once (forkserver)."""
+    return forkserver.run_module(module, list(args), env=env, cwd=ROOT, timeout=timeout)
 
 
 def run_alembic(
