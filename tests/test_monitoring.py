@@ -20,7 +20,6 @@ import yaml
 
 from cnpg_trace_summaries.contract import DEFAULT_CRON_DATABASE
 from cnpg_trace_summaries.dev import monitoring
-from cnpg_trace_summaries.dev.servers import server_user_dir
 from cnpg_trace_summaries.sql import metrics
 from tests.support.commands import run_cli
 from tests.support.database import Database
@@ -28,7 +27,7 @@ from tests.support.deploy_files import documents
 from tests.support.incremental import traces_sql
 from tests.support.processes import wait_for
 from tests.support.revisions import FIRST
-from tests.support.servers import fresh_database, local_server
+from tests.support.servers import data_directory, fresh_database, local_server
 
 MODES = ("view", "incremental")
 PREFIX = "cnpg_"
@@ -77,7 +76,7 @@ def cnpg_pair(cron_server) -> Iterator[tuple]:
                 database.migrate("upgrade", FIRST)
                 database.execute(traces_sql("t", 20, age="20 minutes"))
                 database.migrate("upgrade", "head", x={"summaries": mode})
-            standby = primary.standby(server_user_dir("trace-summaries-monitoring-standby-"))
+            standby = primary.standby(data_directory("trace-summaries-monitoring-standby-"))
             try:
                 yield primary, standby, databases
             finally:

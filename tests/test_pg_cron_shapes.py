@@ -39,7 +39,7 @@ from tests.support.database import Database, schema_in
 from tests.support.processes import wait_for
 from tests.support.revisions import FIRST
 from tests.support.roles import ROLE_PASSWORD, grant, login_role
-from tests.support.servers import PASSWORD, TEST_DATABASE_URL, local_server
+from tests.support.servers import PASSWORD, TEST_DATABASE_URL, data_directory, local_server
 
 pytestmark = [
     pytest.mark.pg_cron_tick,
@@ -131,7 +131,7 @@ def wait_for_replay(primary: Database, standby: Database) -> None:
 
 def drill(stack: ExitStack, install: servers.Installation) -> Failover:
     primary_server = stack.enter_context(local_server("primary", install, pg_cron_database="app"))
-    standby_server = primary_server.standby(servers.server_user_dir("trace-summaries-standby-"))
+    standby_server = primary_server.standby(data_directory("trace-summaries-standby-"))
     stack.callback(standby_server.remove)
     primary = Database(primary_server, "app")
     standby = Database(standby_server, "app")
