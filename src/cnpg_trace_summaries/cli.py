@@ -191,7 +191,10 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 
 def refresh_forever(every: float, *, full: bool = False) -> int:
     """Refresh every ``every`` seconds until Ctrl-C or SIGTERM; failures are retried next tick."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Both stop it, also where it was started with SIGINT ignored (a script's background job,
+    # whose SIG_IGN Python keeps): otherwise Ctrl-C, as the first line says, would do nothing.
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, signal.default_int_handler)
     print(f"refreshing otel_trace_summaries every {every:g}s (Ctrl-C stops)", flush=True)
     conn: psycopg.Connection | None = None
     here: Place | None = None
