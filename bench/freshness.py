@@ -51,11 +51,11 @@ from bench.workload import LATE_TRACE_EVERY
 from cnpg_trace_summaries import interval as intervals
 from cnpg_trace_summaries.contract import DIRTY_TABLE, MODES, SUMMARIES, TRACES_TABLE
 from cnpg_trace_summaries.progress import progress_bar
+from cnpg_trace_summaries.sql import cron as cron_sql
 
 log = logging.getLogger(__name__)
 
 SERIES_SECONDS = 30  # how often the tables' sizes are read during a configuration
-PG_CRON_SECONDS_SINCE = (1, 5)  # pg_cron takes schedules in seconds from 1.5 on
 
 JOB_SQL = (
     "SELECT jobid, schedule, command FROM cron.job WHERE jobname LIKE 'otel_trace_summaries:%'"
@@ -336,18 +336,12 @@ def measure(bench: clusters.BenchCluster, conn: psycopg.Connection, config: Conf
     return result
 
 
-def pg_cron_release(bench: clusters.BenchCluster) -> tuple[int, ...]:
-    release = bench.extension("pg_cron") or "0"
-    return tuple(int(part) for part in release.replace("-", ".").split(".") if part.isdigit())
-
-
 # -- the run ----------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> dict:
     chosen = configs(args.configs)
     bench = clusters.start(major=args.pg_major)
-    if (
-        any(c.interval.in_seconds for c in chosen)
-        and pg_cron_release(bench)[:2] < PG_CRON_SECONDS_SINCE
+    if any(c.interval.in_seconds for c in chosen) and not cron_sql.takes_seconds(
+        bench.extension("pg_cron") or "0"
     ):
         bench.remove()
         raise SystemExit(

@@ -11,6 +11,7 @@ from functools import partial
 import psycopg
 
 from cnpg_trace_summaries.pgcron import GRANTS_FOR_SCHEDULE_IN_DATABASE
+from cnpg_trace_summaries.sql import cron as cron_sql
 from tests.support.database import Database
 from tests.support.roles import ROLE_PASSWORD, grant, login_role
 
@@ -36,9 +37,9 @@ ORDER BY runid LIMIT 1
 
 
 # The shortest schedule a pg_cron takes: seconds from 1.5 on, whole minutes before.
-FASTEST_SCHEDULE_SQL = """
-SELECT CASE WHEN CAST(string_to_array(substring(extversion FROM '^[0-9]+[.][0-9]+'), '.') AS int[])
-                 >= ARRAY[1, 5] THEN '5 seconds' ELSE '* * * * *' END
+FASTEST_SCHEDULE_SQL = f"""
+SELECT CASE WHEN {cron_sql.TAKES_SECONDS.format(version="extversion")}
+            THEN '5 seconds' ELSE '* * * * *' END
 FROM pg_extension WHERE extname = 'pg_cron'
 """
 ALTER_SCHEDULE_SQL = "SELECT cron.alter_job(%s, schedule := %s)"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from urllib.parse import urlsplit
 import psycopg
 
 from cnpg_trace_summaries.dev import servers
+from cnpg_trace_summaries.sql import cron as cron_sql
 
 CRON_DATABASE = "trace_summaries_cron"
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
@@ -48,10 +48,6 @@ def labels() -> list[str]:
     return [install.label for install in plain_installations()]
 
 
-# pg_cron takes schedules in seconds ('10 seconds') from this release on.
-PG_CRON_SECONDS_SINCE = (1, 5)
-
-
 def cron_labels(*, takes_seconds: bool) -> list[str]:
     """The labels whose pg_cron server runs a pg_cron that does (or does not) take schedules
     in seconds, from the version its installation holds (none with TEST_DATABASE_URL)."""
@@ -63,8 +59,7 @@ def cron_labels(*, takes_seconds: bool) -> list[str]:
             install = servers.find_installation(major=major(label), pg_cron=True)
         except servers.ServerError:
             continue
-        version = tuple(int(n) for n in re.findall(r"\d+", install.extension("pg_cron").version))
-        if (version[:2] >= PG_CRON_SECONDS_SINCE) == takes_seconds:
+        if cron_sql.takes_seconds(install.extension("pg_cron").version) == takes_seconds:
             found.append(label)
     return found
 

@@ -10,6 +10,8 @@ Values the caller chooses (``require_refresh``, ``cron_database``,
 
 from __future__ import annotations
 
+import re
+
 from cnpg_trace_summaries.contract import SUMMARIES, job_name_sql
 from cnpg_trace_summaries.sql import incremental, view
 from cnpg_trace_summaries.sql.common import (
@@ -32,11 +34,20 @@ def command_sql(mode_sql: str, schema_sql: str) -> str:
     return f"(CASE {mode_sql} {whens} END)"
 
 
+# pg_cron takes schedules in seconds ('10 seconds') from this release on.
+PG_CRON_SECONDS_SINCE = (1, 5)
+
 # Whether an installed pg_cron (its extversion, like 1.4-1 or 1.6) takes schedules in seconds.
 TAKES_SECONDS = (
     "CAST(string_to_array(substring({version} FROM '^[0-9]+(?:[.][0-9]+)*'), '.') AS int[])"
-    " >= ARRAY[1, 5]"
+    f" >= ARRAY[{PG_CRON_SECONDS_SINCE[0]}, {PG_CRON_SECONDS_SINCE[1]}]"
 )
+
+
+def takes_seconds(version: str) -> bool:
+    """:data:`TAKES_SECONDS` in Python, for a version read elsewhere (an extversion like 1.4-1,
+    or a release like 1.6.7)."""
+    return tuple(int(n) for n in re.findall(r"\d+", version)[:2]) >= PG_CRON_SECONDS_SINCE
 
 
 # The record of the summaries in schema `target` (in a do_block), and what it implies.
