@@ -38,7 +38,7 @@ from tests.support.data import Ingest
 from tests.support.database import Database
 from tests.support.processes import finish, migration_backend, start_alembic, wait_until_gone
 from tests.support.revisions import FIRST, HEAD
-from tests.support.servers import labels
+from tests.support.servers import newest_major_only
 
 TRACES = 100_000  # ten spans each: one million spans
 TRACE_ID_INDEX = contract.TRACE_INDEXES_FOR_SUMMARIES[0][0]
@@ -145,7 +145,7 @@ def kill_when(database: Database, process, condition: str) -> int:
 
 
 # What a kill leaves is this project's doing, the same on every major: the newest only.
-@pytest.mark.parametrize("server", labels()[:1], indirect=True)
+@newest_major_only
 def test_an_upgrade_killed_during_the_index_build_or_the_view_is_repaired_by_upgrading_again(
     store: Database, collector_store, report
 ):

@@ -18,7 +18,7 @@ from cnpg_trace_summaries.dev import servers
 from tests.support.commands import assert_one_clear_line, run_alembic, run_cli
 from tests.support.database import Database
 from tests.support.revisions import FIRST
-from tests.support.servers import labels
+from tests.support.servers import newest_major_only
 
 
 @pytest.mark.parametrize(
@@ -192,7 +192,7 @@ def test_no_secret_in_the_url_reaches_the_output_when_nothing_listens(case):
 
 
 # What is hidden is decided in Python, around libpq: one major version is enough.
-@pytest.mark.parametrize("server", labels()[:1], indirect=True)
+@newest_major_only
 @pytest.mark.parametrize("case", list(SECRET_URLS))
 def test_no_secret_in_the_url_reaches_the_output_when_the_password_is_wrong(server, case):
     template, secrets, read_as_meant = SECRET_URLS[case]

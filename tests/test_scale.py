@@ -20,11 +20,11 @@ from tests.support.commands import run_cli, switch
 from tests.support.database import Database, new_database
 from tests.support.incremental import compare
 from tests.support.revisions import FIRST
-from tests.support.servers import labels
+from tests.support.servers import newest_major_only
 
 # A million rows to load and switch, on the newest major version only: what is measured here (pages
 # read, transactions of a switch) is this project's SQL, which is the same on every major.
-pytestmark = pytest.mark.parametrize("server", labels()[:1], indirect=True)
+pytestmark = newest_major_only
 
 TRACES = 1_000_000
 # A page budget for everything status reads: "a few hundred pages".

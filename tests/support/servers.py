@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
+import pytest
 
 from cnpg_trace_summaries.dev import servers
 from cnpg_trace_summaries.sql import cron as cron_sql
@@ -62,6 +63,11 @@ def cron_labels(*, takes_seconds: bool) -> list[str]:
         if cron_sql.takes_seconds(install.extension("pg_cron").version) == takes_seconds:
             found.append(label)
     return found
+
+
+# For a test whose subject is this project's SQL or Python, the same on every major version:
+# its ``server`` is the newest one only.
+newest_major_only = pytest.mark.parametrize("server", labels()[:1], indirect=True)
 
 
 def major(label: str) -> int:
