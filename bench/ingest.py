@@ -149,6 +149,45 @@ def _set_trigger(conn: psycopg.Connection, enabled: bool) -> None:
     conn.execute(f"ALTER TABLE {TRACES_TABLE} {action} TRIGGER {CAPTURE_TRIGGERS['INSERT']}")
 
 
+def _delete_since(since: datetime) -> sql.Composed:
+    """DELETE of the spans of some trace_ids (the parameter) written after ``since``, a literal."""
+    return sql.SQL(
+        f'DELETE FROM {TRACES_TABLE} WHERE trace_id = ANY(%s) AND "timestamp" >= {{}}'
+    ).format(sql.Literal(since))
+
+
+def _alternated_rounds(
+    rounds: int,
+    kinds: tuple[str, ...],
+    timed: Callable[[str, str, int], float],
+    log: Callable[[str], None] | None,
+    what: str,
+) -> list[dict]:
+    """``rounds`` counted rounds after a warm-up round 0: in each, for every kind, one block per
+    arm back to back (``timed(kind, arm, round)``: µs per span), in alternating order."""
+    per_round: list[dict] = []
+    for number in range(rounds + 1):
+        result: dict = {"round": number, "order": {}}
+        for index, kind in enumerate(kinds):
+            order = ARMS if (number + index) % 2 == 0 else tuple(reversed(ARMS))
+            result["order"][kind] = list(order)
+            for arm in order:
+                result.setdefault(arm, {})[kind] = {"us_per_span": timed(kind, arm, number)}
+        if number == 0:
+            continue
+        per_round.append(result)
+        if log and (number % 5 == 0 or number == rounds):
+            log(
+                f"{what} round {number}/{rounds}: "
+                + "; ".join(
+                    f"{kind} {result['enabled'][kind]['us_per_span']:.1f} vs "
+                    f"{result['disabled'][kind]['us_per_span']:.1f} us/span"
+                    for kind in kinds
+                )
+            )
+    return per_round
+
+
 def measure(
     conn: psycopg.Connection,
     rounds: int,
@@ -158,42 +197,21 @@ def measure(
 ) -> dict:
     """Alternated, paired blocks of both arms per way; medians; every row written removed."""
     trace_ids: list[str] = []
-    per_round: list[dict] = []
     # Every row written is timestamped after this (a literal: on a hypertable, the chunks
     # before it, compressed ones among them, are left out of the DELETE at planning).
     since = conn.execute("SELECT now() - interval '1 minute'").fetchone()[0]
+
+    def timed(kind: str, arm: str, number: int) -> float:
+        block = Block(kind, f"ingest{number}{kind}{arm}", statements, single_rows)
+        trace_ids.extend(block.trace_ids)
+        _set_trigger(conn, arm == "enabled")
+        return block.run(conn) * 1e6
+
     try:
-        for number in range(rounds + 1):  # round 0 warms up and is not counted
-            result: dict = {"round": number, "order": {}}
-            for index, kind in enumerate(KINDS):
-                order = ARMS if (number + index) % 2 == 0 else tuple(reversed(ARMS))
-                result["order"][kind] = list(order)
-                for arm in order:
-                    block = Block(kind, f"ingest{number}{kind}{arm}", statements, single_rows)
-                    trace_ids += block.trace_ids
-                    _set_trigger(conn, arm == "enabled")
-                    result.setdefault(arm, {})[kind] = {"us_per_span": block.run(conn) * 1e6}
-            _set_trigger(conn, True)
-            if number == 0:
-                continue
-            per_round.append(result)
-            if log and (number % 5 == 0 or number == rounds):
-                log(
-                    f"ingest round {number}/{rounds}: "
-                    + "; ".join(
-                        f"{kind} {result['enabled'][kind]['us_per_span']:.1f} vs "
-                        f"{result['disabled'][kind]['us_per_span']:.1f} us/span"
-                        for kind in KINDS
-                    )
-                )
+        per_round = _alternated_rounds(rounds, KINDS, timed, log, "ingest")
     finally:
         _set_trigger(conn, True)
-        removed = conn.execute(
-            sql.SQL(
-                f'DELETE FROM {TRACES_TABLE} WHERE trace_id = ANY(%s) AND "timestamp" >= {{}}'
-            ).format(sql.Literal(since)),
-            (trace_ids,),
-        ).rowcount
+        removed = conn.execute(_delete_since(since), (trace_ids,)).rowcount
     return {
         "rounds": rounds,
         "statements_per_block": statements,
@@ -229,38 +247,26 @@ def measure_deletes(
     a hypertable's older chunks are left out at planning), capture enabled against disabled,
     in alternated pairs as :func:`measure`'s. Their inserts were captured, so the next
     refresh finds every one of those traces gone, whichever arm deleted it."""
-    per_round: list[dict] = []
-    since = conn.execute("SELECT now() - interval '1 minute'").fetchone()[0]
-    delete = sql.SQL(
-        f'DELETE FROM {TRACES_TABLE} WHERE trace_id = ANY(%s) AND "timestamp" >= {{}}'
-    ).format(sql.Literal(since))
+    delete = _delete_since(conn.execute("SELECT now() - interval '1 minute'").fetchone()[0])
+
+    def timed(kind: str, arm: str, number: int) -> float:
+        block = Block("insert", f"delete{number}{arm}", statements, 0)
+        for statement in block.payload:
+            conn.execute(statement)
+        batches = [block.trace_ids[k::statements] for k in range(statements)]
+
+        def deletes() -> None:
+            for ids in batches:
+                conn.execute(delete, (ids,))
+
+        _set_delete_capture(conn, arm == "enabled", hypertable)
+        try:
+            return _timed(deletes) / block.spans * 1e6
+        finally:
+            _set_delete_capture(conn, True, hypertable)
+
     try:
-        for number in range(rounds + 1):  # round 0 warms up and is not counted
-            order = ARMS if number % 2 == 0 else tuple(reversed(ARMS))
-            result: dict = {"round": number, "order": {"delete": list(order)}}
-            for arm in order:
-                block = Block("insert", f"delete{number}{arm}", statements, 0)
-                for statement in block.payload:
-                    conn.execute(statement)
-                batches = [block.trace_ids[k::statements] for k in range(statements)]
-
-                def deletes(batches: list[list[str]] = batches) -> None:
-                    for ids in batches:
-                        conn.execute(delete, (ids,))
-
-                _set_delete_capture(conn, arm == "enabled", hypertable)
-                try:
-                    took = _timed(deletes)
-                finally:
-                    _set_delete_capture(conn, True, hypertable)
-                result[arm] = {"delete": {"us_per_span": took / block.spans * 1e6}}
-            if number == 0:
-                continue
-            per_round.append(result)
-            if log and (number % 5 == 0 or number == rounds):
-                arms = (result[arm]["delete"]["us_per_span"] for arm in ARMS)
-                log(f"delete round {number}/{rounds}: " + " vs ".join(f"{a:.1f}" for a in arms)
-                    + " us/span")  # fmt: skip
+        per_round = _alternated_rounds(rounds, ("delete",), timed, log, "delete")
     finally:
         _set_delete_capture(conn, True, hypertable)
     return {
